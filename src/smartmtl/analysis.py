@@ -1,0 +1,402 @@
+"""Figures 3 and 4, the training curves, and the paper's Section 6 error analysis.
+
+- Figure 3: SST dev accuracy per epoch of SST trained alone, one line per lambda_s.
+- Figure 4 (left): the analysed model's SST dev confusion matrix (counts, row-normalised).
+- Figure 4 (right): STS dev prediction vs gold coloured by point density, worst pair in red.
+- Training curves: dev overall and train losses per epoch for every model DVCLive logged.
+
+Every figure and CSV is written atomically; the figures use fixed sizes and the Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.stats import gaussian_kde  # noqa: E402
+
+from smartmtl.config import Params  # noqa: E402
+from smartmtl.ensemble import ENSEMBLE_NAME, load_model_metrics, read_predictions, read_prepared  # noqa: E402
+from smartmtl.io import atomic_path, write_json  # noqa: E402
+
+SST_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
+LOSS_TASKS = ("sst", "qqp", "sts")
+
+# The output file names, relative to the plots directory (for dvc.yaml and the report).
+FIG3_PNG = "fig3_lambda_sst.png"
+FIG3_CSV = "fig3_lambda_sst.csv"
+FIG4_CONFUSION_PNG = "fig4_sst_confusion.png"
+FIG4_CONFUSION_CSV = "sst_confusion.csv"
+FIG4_SCATTER_PNG = "fig4_sts_scatter.png"
+FIG4_SCATTER_CSV = "sts_scatter.csv"
+CURVES_PNG = "training_curves.png"
+
+
+class AnalysisError(RuntimeError):
+    """The analysis cannot run on what the earlier stages produced; the message says why."""
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _save_figure(figure: plt.Figure, destination: Path) -> None:
+    with atomic_path(destination) as path:
+        figure.savefig(path, format="png", dpi=110)
+    plt.close(figure)
+
+
+def _save_csv(frame: pd.DataFrame, destination: Path) -> None:
+    with atomic_path(destination) as path:
+        frame.to_csv(path, index=False)
+
+
+def _no_data(figure: plt.Figure, message: str) -> None:
+    figure.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, wrap=True)
+
+
+def _labelled(prepared_dir: Path, task: str) -> pd.DataFrame:
+    frame = read_prepared(prepared_dir, task, "dev")
+    if frame is None or "label" not in frame.columns:
+        raise AnalysisError(f"{prepared_dir / f'{task}-dev.parquet'}: missing, or has no label column")
+    return frame
+
+
+def _joined(predictions: pd.DataFrame, prepared: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Prepared dev rows (in their order) with the model's prediction beside the label."""
+    merged = prepared.merge(predictions, on="id", how="left")
+    if merged["prediction"].isna().any():
+        count = int(merged["prediction"].isna().sum())
+        raise AnalysisError(f"{task}: {count} dev examples have no prediction")
+    return merged
+
+
+# ---------------------------------------------------------------- Figure 4: SST
+
+
+def sst_confusion(joined: pd.DataFrame) -> np.ndarray:
+    """5 x 5 counts, rows = actual label, columns = predicted label."""
+    counts = np.zeros((len(SST_LABELS), len(SST_LABELS)), dtype=np.int64)
+    np.add.at(counts, (joined["label"].astype(int).to_numpy(), joined["prediction"].astype(int).to_numpy()), 1)
+    return counts
+
+
+def most_confidently_wrong_sst(joined: pd.DataFrame) -> dict | None:
+    """The paper's example: gold negative (0) predicted positive-ish (4 first, then 3).
+
+    Without such a case, the largest |gold - prediction| (first in dev order on ties).
+    None when every prediction is right.
+    """
+    gold = joined["label"].astype(int)
+    predicted = joined["prediction"].astype(int)
+    candidates = joined[(gold == 0) & (predicted >= 3)]
+    if len(candidates):
+        row = candidates.loc[candidates["prediction"].astype(int).idxmax()]
+        rule = "gold negative (0) predicted somewhat positive (3) or positive (4)"
+    else:
+        distance = (gold - predicted).abs()
+        if distance.max() == 0:
+            return None
+        row = joined.loc[distance.idxmax()]
+        rule = "largest |gold - prediction| (no gold-0 example was predicted 3 or 4)"
+    return {
+        "id": str(row["id"]),
+        "sentence": str(row.get("sentence", "")),
+        "gold": int(row["label"]),
+        "prediction": int(row["prediction"]),
+        "gold_name": SST_LABELS[int(row["label"])],
+        "prediction_name": SST_LABELS[int(row["prediction"])],
+        "rule": rule,
+    }
+
+
+def plot_sst_confusion(counts: np.ndarray, destination: Path, example: dict | None, title: str) -> None:
+    totals = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 6.2))
+    short = [f"{index}\n{name}" for index, name in enumerate(SST_LABELS)]
+    for axis, values, panel in ((axes[0], counts, "counts"), (axes[1], normalised, "row-normalised (recall)")):
+        image = axis.imshow(values, cmap="Blues", vmin=0)
+        for row in range(values.shape[0]):
+            for column in range(values.shape[1]):
+                value = values[row, column]
+                text = f"{value:d}" if panel == "counts" else f"{value:.2f}"
+                dark = value > values.max() * 0.6 if values.max() > 0 else False
+                axis.text(column, row, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+        axis.set_xticks(range(len(short)), short, fontsize=8)
+        axis.set_yticks(range(len(short)), short, fontsize=8)
+        axis.set_xlabel("predicted label")
+        axis.set_ylabel("actual label")
+        axis.set_title(panel)
+        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    figure.suptitle(f"{title}: SST dev confusion matrix (accuracy {accuracy:.3f}, n={counts.sum()})")
+    if example is not None:
+        sentence = textwrap.shorten(example["sentence"], 150, placeholder="...")
+        figure.text(
+            0.5,
+            0.02,
+            f'Most confidently wrong: "{sentence}"  gold {example["gold"]} ({example["gold_name"]}), '
+            f'predicted {example["prediction"]} ({example["prediction_name"]})',
+            ha="center",
+            fontsize=8.5,
+            wrap=True,
+        )
+    figure.tight_layout(rect=(0, 0.07, 1, 0.95))
+    _save_figure(figure, destination)
+
+
+# ---------------------------------------------------------------- Figure 4: STS
+
+
+def worst_sts_pair(joined: pd.DataFrame) -> dict:
+    """The dev pair with the largest |prediction - gold| (first in dev order on ties)."""
+    error = (joined["prediction"].astype(float) - joined["label"].astype(float)).abs()
+    row = joined.loc[error.idxmax()]
+    return {
+        "id": str(row["id"]),
+        "sentence1": str(row.get("sentence1", "")),
+        "sentence2": str(row.get("sentence2", "")),
+        "gold": float(row["label"]),
+        "prediction": float(row["prediction"]),
+        "abs_error": float(error.max()),
+    }
+
+
+def point_density(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Gaussian-KDE density at each point; constant when the KDE is undefined (few/collinear points)."""
+    try:
+        return gaussian_kde(np.vstack([x, y]))(np.vstack([x, y]))
+    except (np.linalg.LinAlgError, ValueError):
+        return np.ones_like(x, dtype=float)
+
+
+def plot_sts_scatter(joined: pd.DataFrame, worst: dict, destination: Path, title: str, pearson: float) -> None:
+    gold = joined["label"].to_numpy(dtype=float)
+    predicted = joined["prediction"].to_numpy(dtype=float)
+    density = point_density(gold, predicted)
+    order = np.argsort(density)  # densest points drawn last, on top
+    figure, axis = plt.subplots(figsize=(11, 6.5))
+    points = axis.scatter(gold[order], predicted[order], c=density[order], cmap="viridis", s=12, linewidths=0)
+    figure.colorbar(points, ax=axis, label="point density (Gaussian KDE)")
+    low = min(0.0, gold.min(), predicted.min())
+    high = max(5.0, gold.max(), predicted.max())
+    axis.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="prediction = gold")
+    axis.scatter([worst["gold"]], [worst["prediction"]], color="red", s=70, edgecolors="black", zorder=5, label="largest error")
+    axis.set_xlabel("gold similarity")
+    axis.set_ylabel("predicted similarity")
+    axis.set_xlim(low - 0.2, high + 0.2)
+    axis.set_ylim(low - 0.2, high + 0.2)
+    axis.set_aspect("equal")
+    axis.legend(loc="upper left", fontsize=8)
+    axis.set_title(f"{title}: STS dev (Pearson {pearson:.3f}, n={len(gold)})")
+    wrap = lambda text: "\n".join(textwrap.wrap(textwrap.shorten(text, 160, placeholder="..."), 34))  # noqa: E731
+    figure.text(
+        0.70,
+        0.5,
+        "Largest error (red):\n\n"
+        f"S1: {wrap(worst['sentence1'])}\n\nS2: {wrap(worst['sentence2'])}\n\n"
+        f"gold {worst['gold']:.2f}\npredicted {worst['prediction']:.2f}",
+        fontsize=9,
+        va="center",
+        ha="left",
+        color="darkred",
+    )
+    figure.subplots_adjust(left=0.07, right=0.66, top=0.92, bottom=0.1)
+    _save_figure(figure, destination)
+
+
+# ------------------------------------------------------------------- DVCLive data
+
+
+def read_dvclive(dvclive_dir: Path, name: str, metric: str) -> pd.DataFrame | None:
+    """``dvclive/<name>/plots/metrics/<metric>.tsv`` as columns step, value; None if absent."""
+    path = dvclive_dir / name / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, sep="\t")
+    value_column = [column for column in frame.columns if column not in ("step", "timestamp")]
+    if "step" not in frame.columns or not value_column:
+        raise AnalysisError(f"{path}: expected columns step and {metric.split('/')[-1]}")
+    return frame[["step", value_column[-1]]].rename(columns={value_column[-1]: "value"})
+
+
+def lambda_curves(metrics: dict[str, dict], dvclive_dir: Path) -> pd.DataFrame:
+    """Figure 3's data: epoch (step + 1), lambda_s, sst_dev_accuracy for every sst_lambda model."""
+    rows = []
+    for name, record in sorted(metrics.items()):
+        if record.get("kind") != "sst_lambda":
+            continue
+        curve = read_dvclive(dvclive_dir, name, "dev/sst")
+        if curve is None:
+            continue
+        lambda_s = float(record.get("config", {}).get("lambda_s", math.nan))
+        for step, value in zip(curve["step"], curve["value"]):
+            rows.append({"epoch": int(step) + 1, "lambda_s": lambda_s, "sst_dev_accuracy": float(value)})
+    frame = pd.DataFrame(rows, columns=["epoch", "lambda_s", "sst_dev_accuracy"])
+    return frame.sort_values(["lambda_s", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def _lambda_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
+    figure, axis = plt.subplots(figsize=(8, 5))
+    if curves.empty:
+        _no_data(figure, "No sst_lambda model has DVCLive dev/sst data yet")
+        axis.set_axis_off()
+    else:
+        for lambda_s, group in curves.groupby("lambda_s", sort=True):
+            axis.plot(group["epoch"], group["sst_dev_accuracy"], marker="o", label=f"para_{_lambda_text(lambda_s)}")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("SST dev accuracy")
+        axis.set_title("Figure 3: SMART regularisation strength on SST (trained alone)")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.grid(alpha=0.3)
+        axis.legend(title="lambda_s")
+    figure.tight_layout()
+    _save_figure(figure, destination)
+
+
+def models_with_dvclive(dvclive_dir: Path) -> list[str]:
+    if not dvclive_dir.is_dir():
+        return []
+    return sorted(path.name for path in dvclive_dir.iterdir() if (path / "plots" / "metrics").is_dir())
+
+
+def plot_training_curves(dvclive_dir: Path, destination: Path) -> list[str]:
+    """2 x 2 small multiples: dev overall (dev sst where no overall) and the three train losses."""
+    names = models_with_dvclive(dvclive_dir)
+    panels = [("dev overall (dev SST accuracy for SST-only models, dashed)", None)] + [
+        (f"train loss_{task}", f"train/loss_{task}") for task in LOSS_TASKS
+    ]
+    figure, axes = plt.subplots(2, 2, figsize=(14, 8.5), sharex=False)
+    if not names:
+        for axis in axes.flat:
+            axis.set_axis_off()
+        _no_data(figure, "No DVCLive training data found")
+        _save_figure(figure, destination)
+        return names
+    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    handles = {}
+    for axis, (panel_title, metric) in zip(axes.flat, panels):
+        drawn = False
+        for index, name in enumerate(names):
+            style = "-"
+            if metric is None:
+                curve = read_dvclive(dvclive_dir, name, "dev/overall")
+                if curve is None:
+                    curve, style = read_dvclive(dvclive_dir, name, "dev/sst"), "--"
+            else:
+                curve = read_dvclive(dvclive_dir, name, metric)
+            if curve is None:
+                continue
+            (line,) = axis.plot(
+                curve["step"] + 1, curve["value"], style, color=colours(index % colours.N), marker=".", linewidth=1.2
+            )
+            handles.setdefault(name, line)
+            drawn = True
+        axis.set_title(panel_title, fontsize=10)
+        axis.set_xlabel("epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.grid(alpha=0.3)
+        if not drawn:
+            axis.text(0.5, 0.5, "no data", ha="center", va="center", transform=axis.transAxes)
+    figure.legend(
+        [handles[name] for name in names if name in handles],
+        [name for name in names if name in handles],
+        loc="center left",
+        bbox_to_anchor=(0.82, 0.5),
+        fontsize=8,
+        title="model",
+    )
+    figure.suptitle("Training curves per model (DVCLive)")
+    figure.tight_layout(rect=(0, 0, 0.82, 0.96))
+    _save_figure(figure, destination)
+    return names
+
+
+# ---------------------------------------------------------------------------- stage
+
+
+def run_analysis(
+    params: Params,
+    *,
+    model: str = ENSEMBLE_NAME,
+    prepared_dir: str | Path | None = None,
+    predictions_dir: str | Path = "predictions",
+    finetune_metrics_dir: str | Path = "metrics/finetune",
+    dvclive_dir: str | Path = "dvclive",
+    plots_dir: str | Path = "plots",
+    analysis_metrics: str | Path = "metrics/analysis.json",
+) -> dict:
+    """Write Figures 3-4, their plot data, the training curves and ``analysis_metrics``."""
+    from smartmtl.evaluate import task_metric
+
+    prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
+    predictions_dir, plots_dir, dvclive_dir = Path(predictions_dir), Path(plots_dir), Path(dvclive_dir)
+    title = "Ensemble" if model == ENSEMBLE_NAME else model
+
+    def predictions(task: str) -> pd.DataFrame:
+        path = predictions_dir / model / f"{task}-dev.csv"
+        if not path.exists():
+            raise AnalysisError(f"{path} not found: run the stage that predicts for {model!r} first")
+        return read_predictions(path)
+
+    # Figure 4, left: SST.
+    sst = _joined(predictions("sst"), _labelled(prepared_dir, "sst"), "sst")
+    counts = sst_confusion(sst)
+    wrong = most_confidently_wrong_sst(sst)
+    plot_sst_confusion(counts, plots_dir / FIG4_CONFUSION_PNG, wrong, title)
+    _save_csv(
+        pd.DataFrame({"actual": sst["label"].astype(int), "predicted": sst["prediction"].astype(int)}),
+        plots_dir / FIG4_CONFUSION_CSV,
+    )
+
+    # Figure 4, right: STS.
+    sts = _joined(predictions("sts"), _labelled(prepared_dir, "sts"), "sts")
+    worst = worst_sts_pair(sts)
+    pearson = task_metric("sts", sts["prediction"].to_numpy(dtype=float), sts["label"].to_numpy(dtype=float))
+    plot_sts_scatter(sts, worst, plots_dir / FIG4_SCATTER_PNG, title, pearson)
+    _save_csv(
+        pd.DataFrame({"id": sts["id"], "gold": sts["label"].astype(float), "prediction": sts["prediction"].astype(float)}),
+        plots_dir / FIG4_SCATTER_CSV,
+    )
+
+    # Figure 3 and the training curves.
+    metrics = load_model_metrics(finetune_metrics_dir)
+    curves = lambda_curves(metrics, dvclive_dir)
+    _save_csv(curves, plots_dir / FIG3_CSV)
+    plot_lambda_curves(curves, plots_dir / FIG3_PNG)
+    curve_models = plot_training_curves(dvclive_dir, plots_dir / CURVES_PNG)
+
+    totals = counts.sum(axis=1)
+    recall = {
+        SST_LABELS[index]: (float(counts[index, index] / totals[index]) if totals[index] else None)
+        for index in range(len(SST_LABELS))
+    }
+    best_lambda = None
+    if not curves.empty:
+        best = curves.loc[curves["sst_dev_accuracy"].idxmax()]
+        best_lambda = {"lambda_s": float(best["lambda_s"]), "epoch": int(best["epoch"]), "sst_dev_accuracy": float(best["sst_dev_accuracy"])}
+    result = {
+        "model": model,
+        "sst_dev_accuracy": float(np.trace(counts) / max(counts.sum(), 1)),
+        "sst_recall_by_class": recall,
+        "sst_confusion": counts.tolist(),
+        "sst_most_confidently_wrong": wrong,
+        "sts_dev_pearson": pearson,
+        "sts_worst_pair": worst,
+        "fig3_best": best_lambda,
+        "training_curve_models": curve_models,
+    }
+    write_json(result, analysis_metrics)
+    return result

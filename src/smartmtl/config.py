@@ -1,0 +1,206 @@
+"""The one typed, validated parameter object, loaded from ``params.yaml``.
+
+Every stage reads its settings from here, so a typo or an out-of-range value stops the
+pipeline before any work starts, with a message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TASKS = ("sst", "qqp", "sts")
+SPLITS = ("train", "dev", "test")
+
+Head = Literal["separate", "cosine", "concat"]
+Schedule = Literal["sequential", "simultaneous"]
+Precision = Literal["bf16", "fp32"]
+
+
+class ConfigError(ValueError):
+    """A parameter file that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PerTask(_Strict):
+    sst: int | None = Field(None, ge=1)
+    qqp: int | None = Field(None, ge=1)
+    sts: int | None = Field(None, ge=1)
+
+    def get(self, task: str) -> int | None:
+        return getattr(self, task)
+
+
+class DataParams(_Strict):
+    raw_dir: Path = Path("data/raw")
+    prepared_dir: Path = Path("data/prepared")
+    # Rows kept per training set after cleaning (None = all); the laptop preset uses it.
+    train_limit: PerTask = PerTask()
+    # Rows kept per dev and per test set (None = all): only the smoke preset sets it.
+    eval_limit: PerTask = PerTask()
+    seed: int = 0
+
+
+class ModelParams(_Strict):
+    # A short name of a bundled model, a local directory, or a Hugging Face Hub id.
+    backbone: str = "all-MiniLM-L6-v2"
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    max_length: int = Field(128, ge=8, le=512)
+    # How SST and the separate/concat heads read a sequence: [CLS] (the paper) or token mean.
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+class TrainParams(_Strict):
+    lr: float = Field(1e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    # Dev rows per task scored after each epoch for the learning curves (None = all);
+    # the final metrics always use the whole dev set.
+    epoch_eval_rows: int | None = Field(None, ge=1)
+    # Simultaneous training: one epoch is one pass over SST (Section 4.2).
+    epochs: int = Field(10, ge=1)
+    # Sequential training: epochs per task, trained in the order QQP, STS, SST.
+    sequential_epochs: PerTask = PerTask(qqp=2, sts=10, sst=10)
+    # QQP further-pretraining (the +Pretrain variants start from its checkpoint).
+    pretrain_epochs: int = Field(1, ge=1)
+    # Optimizer steps in which the learning rate rises linearly from 0 (fraction of all).
+    warmup: float = Field(0.0, ge=0, lt=1)
+    precision: Precision = "bf16"
+    seed: int = 0
+
+
+class SmartParams(_Strict):
+    lambda_s: float = Field(1.0, ge=0)
+    mu: float = Field(1.0, ge=0)
+    sigma: float = Field(1e-5, ge=0)
+    epsilon: float = Field(1e-5, ge=0)
+    eta: float = Field(1e-3, ge=0)
+    steps: int = Field(1, ge=0)
+    norm: Literal["inf", "l2"] = "inf"
+    # "project" clips the perturbation onto the epsilon-ball (the paper); "normalize"
+    # rescales the ascent direction by its norm, as the MT-DNN reference code does.
+    update: Literal["project", "normalize"] = "project"
+    # Run the perturbed forwards in float32 even under bf16 autocast: a 1e-5 perturbation is
+    # below bf16's resolution (see smartmtl.smart), so in bf16 the term measures rounding.
+    fp32_perturbation: bool = True
+    bregman: bool = True
+    beta_early: float = Field(0.99, ge=0, le=1)
+    beta_late: float = Field(0.999, ge=0, le=1)
+    beta_switch: float = Field(0.1, ge=0, le=1)
+
+
+class SurgeryParams(_Strict):
+    reduction: Literal["sum", "mean"] = "sum"
+
+
+class Variant(_Strict):
+    """One model of Table 2: which head, schedule and regularisers it trains with."""
+
+    label: str
+    head: Head
+    schedule: Schedule
+    smart: bool = False
+    surgery: bool = False
+    pretrained: bool = False
+    lambda_s: float | None = Field(None, ge=0)
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Variant:
+        if self.surgery and self.schedule != "simultaneous":
+            raise ValueError("surgery needs schedule 'simultaneous' (it needs several tasks per step)")
+        if self.pretrained and self.head != "concat":
+            raise ValueError("pretrained variants start from the QQP pretrain checkpoint, which has the 'concat' head")
+        return self
+
+
+class SweepParams(_Strict):
+    # Table 3: Concat+SMART+Pretrain for every dropout x lambda_s.
+    dropout: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5], min_length=1)
+    lambda_s: list[float] = Field([1.0, 5.0], min_length=1)
+    # Figure 3: SST trained alone for each lambda_s.
+    sst_lambda_s: list[float] = Field([0.5, 1.0, 5.0, 10.0], min_length=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SweepParams:
+        for value in self.dropout:
+            if not 0 <= value < 1:
+                raise ValueError(f"dropout {value} is outside [0, 1)")
+        for value in [*self.lambda_s, *self.sst_lambda_s]:
+            if value < 0:
+                raise ValueError(f"lambda_s {value} is negative")
+        return self
+
+
+class EnsembleParams(_Strict):
+    # "auto": the `size` best grid models by dev overall; or a list of model names.
+    members: Literal["auto"] | list[str] = "auto"
+    size: int = Field(5, ge=1)
+
+
+class Params(_Strict):
+    preset: str = "custom"
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    smart: SmartParams = SmartParams()
+    surgery: SurgeryParams = SurgeryParams()
+    sweep: SweepParams = SweepParams()
+    variants: dict[str, Variant] = {}
+    ensemble: EnsembleParams = EnsembleParams()
+
+    @model_validator(mode="after")
+    def _table2_row_in_grid(self) -> Params:
+        # Table 2's Concat+SMART+Pretrain row is the grid cell at the default dropout and
+        # lambda_s, trained once for both tables; so that cell must exist.
+        if self.model.dropout not in self.sweep.dropout:
+            raise ValueError(
+                f"model.dropout={self.model.dropout} must be one of sweep.dropout={self.sweep.dropout} "
+                "(Table 2's Concat+SMART+Pretrain row is that grid cell)"
+            )
+        if self.smart.lambda_s not in self.sweep.lambda_s:
+            raise ValueError(
+                f"smart.lambda_s={self.smart.lambda_s} must be one of sweep.lambda_s={self.sweep.lambda_s} "
+                "(Table 2's Concat+SMART+Pretrain row is that grid cell)"
+            )
+        return self
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "literal_error":
+            allowed = item.get("ctx", {}).get("expected", "")
+            message = f"got {item['input']!r}; allowed: {allowed}"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: parameter file not found (run from the project root)")
+    with path.open() as handle:
+        raw = yaml.safe_load(handle)
+    return parse_params(raw, str(path))

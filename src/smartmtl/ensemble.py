@@ -1,0 +1,257 @@
+"""Table 4: an ensemble of trained models, combined prediction by prediction.
+
+Members are either named in ``params.ensemble.members`` or, with ``"auto"``, the
+``params.ensemble.size`` best grid models (Table 3) by dev overall score, ties broken by
+name. The member list is a ranking, best first, and the ranking breaks voting ties.
+
+Combination rules, per task and split, example by example (matched on ``id``):
+
+- SST and QQP: the mode of the members' labels. When several classes share the highest
+  vote count, the ensemble takes the tied class predicted by the highest-ranked member
+  (the first member in the list whose prediction is one of the tied classes).
+- STS: the median of the members' scores (for an even number of members, the mean of the
+  two middle scores).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smartmtl.config import TASKS, Params
+from smartmtl.evaluate import overall_score, task_metric
+from smartmtl.io import atomic_path, read_json, write_json
+
+ENSEMBLE_NAME = "ensemble"
+PREDICTION_SPLITS = ("dev", "test")
+
+
+class EnsembleError(RuntimeError):
+    """The ensemble cannot be built from what was trained; the message says why."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_model_metrics(metrics_dir: str | Path) -> dict[str, dict]:
+    """Every ``<metrics_dir>/*.json`` keyed by the ``name`` it records (file stem if none)."""
+    metrics_dir = Path(metrics_dir)
+    found: dict[str, dict] = {}
+    if not metrics_dir.is_dir():
+        return found
+    for path in sorted(metrics_dir.glob("*.json")):
+        record = read_json(path)
+        found[str(record.get("name", path.stem))] = record
+    return found
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A ``id,prediction`` CSV; ids are kept as strings so they match however written."""
+    path = Path(path)
+    frame = pd.read_csv(path, dtype={"id": str})
+    missing = {"id", "prediction"} - set(frame.columns)
+    if missing:
+        raise EnsembleError(f"{path}: missing column(s) {sorted(missing)}; expected header id,prediction")
+    if frame["id"].duplicated().any():
+        duplicated = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
+        raise EnsembleError(f"{path}: id {duplicated!r} appears more than once")
+    return frame[["id", "prediction"]]
+
+
+def read_prepared(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame | None:
+    """The prepared split with ``id`` as strings, or None when the file does not exist."""
+    path = Path(prepared_dir) / f"{task}-{split}.parquet"
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    frame["id"] = frame["id"].astype(str)
+    return frame
+
+
+def _dev_overall(record: dict) -> float:
+    value = record.get("dev", {}).get("overall", math.nan)
+    return float(value) if value is not None else math.nan
+
+
+# -------------------------------------------------------------------------- members
+
+
+def select_members(params: Params, metrics: dict[str, dict], predictions_dir: str | Path) -> list[str]:
+    """The member names, best first; raises if a member has no metrics or predictions."""
+    setting = params.ensemble.members
+    existing = ", ".join(sorted(metrics)) or "(none)"
+    if setting == "auto":
+        grid = [(name, _dev_overall(record)) for name, record in metrics.items() if record.get("kind") == "grid"]
+        grid = [(name, score) for name, score in grid if not math.isnan(score)]
+        if not grid:
+            raise EnsembleError(
+                "ensemble.members is 'auto' but no grid model with a dev overall score was found; "
+                f"trained models: {existing}"
+            )
+        grid.sort(key=lambda item: (-item[1], item[0]))
+        members = [name for name, _ in grid[: params.ensemble.size]]
+    else:
+        members = list(setting)
+        if len(set(members)) != len(members):
+            raise EnsembleError(f"ensemble.members lists a model more than once: {members}")
+    for name in members:
+        if name not in metrics:
+            raise EnsembleError(
+                f"ensemble member {name!r} was not trained (no metrics json); trained models: {existing}"
+            )
+        for task in TASKS:
+            path = Path(predictions_dir) / name / f"{task}-dev.csv"
+            if not path.exists():
+                raise EnsembleError(
+                    f"ensemble member {name!r} has no predictions ({path} is missing); trained models: {existing}"
+                )
+    return members
+
+
+# ---------------------------------------------------------------------- combination
+
+
+def _describe_ids(ids: list[str]) -> str:
+    shown = ", ".join(repr(value) for value in sorted(ids)[:3])
+    return f"{len(ids)} (e.g. {shown})"
+
+
+def align_predictions(frames: dict[str, pd.DataFrame], where: str = "") -> tuple[pd.Index, np.ndarray]:
+    """Stack the members' predictions as rows of an array, columns ordered by the first member's ids.
+
+    ``frames`` is ordered by rank. Every member must predict exactly the first member's ids.
+    """
+    names = list(frames)
+    reference = frames[names[0]]
+    ids = pd.Index(reference["id"])
+    rows = []
+    for name in names:
+        frame = frames[name]
+        theirs = set(frame["id"])
+        ours = set(ids)
+        if theirs != ours:
+            missing = sorted(ours - theirs)
+            extra = sorted(theirs - ours)
+            parts = []
+            if missing:
+                parts.append(f"lacks {_describe_ids(missing)} ids that {names[0]!r} has")
+            if extra:
+                parts.append(f"has {_describe_ids(extra)} ids that {names[0]!r} lacks")
+            raise EnsembleError(f"{where}member {name!r} predicts different ids: " + "; ".join(parts))
+        rows.append(frame.set_index("id")["prediction"].reindex(ids).to_numpy())
+    return ids, np.vstack(rows)
+
+
+def vote(stacked: np.ndarray) -> np.ndarray:
+    """Mode per column of ``stacked`` (members x examples, rows best first).
+
+    Ties: among the classes sharing the top count, the class of the highest-ranked member
+    (lowest row) that voted for one of them.
+    """
+    stacked = np.asarray(stacked).astype(np.int64)
+    classes = np.unique(stacked)
+    counts = np.stack([(stacked == value).sum(axis=0) for value in classes])  # classes x examples
+    top = counts.max(axis=0)
+    count_of_vote = counts[np.searchsorted(classes, stacked), np.arange(stacked.shape[1])]
+    in_tie = count_of_vote == top  # members x examples: this member voted for a top class
+    first = in_tie.argmax(axis=0)  # highest-ranked such member
+    return stacked[first, np.arange(stacked.shape[1])]
+
+
+def combine(task: str, stacked: np.ndarray) -> np.ndarray:
+    """Mode (with the rank tie rule) for sst and qqp, median for sts."""
+    if task in ("sst", "qqp"):
+        return vote(stacked)
+    if task == "sts":
+        return np.median(np.asarray(stacked, dtype=np.float64), axis=0)
+    raise EnsembleError(f"unknown task {task!r}")
+
+
+def combine_members(task: str, frames: dict[str, pd.DataFrame], where: str = "") -> pd.DataFrame:
+    """The ensemble's ``id,prediction`` frame from the members' frames (ordered best first)."""
+    ids, stacked = align_predictions(frames, where)
+    return pd.DataFrame({"id": ids.to_numpy(), "prediction": combine(task, stacked)})
+
+
+# ------------------------------------------------------------------------- scoring
+
+
+def score_split(predictions: dict[str, pd.DataFrame], prepared: dict[str, pd.DataFrame | None]) -> dict | None:
+    """{sst, qqp, sts, overall} against the prepared labels, or None if any task is unlabelled."""
+    result: dict[str, float] = {}
+    for task in TASKS:
+        gold = prepared.get(task)
+        if gold is None or "label" not in gold.columns:
+            return None
+        merged = gold[["id", "label"]].merge(predictions[task], on="id", how="left")
+        missing = merged["prediction"].isna()
+        if missing.any():
+            raise EnsembleError(
+                f"{task}: the ensemble has no prediction for {_describe_ids(list(merged.loc[missing, 'id']))} "
+                "labelled ids of the prepared data"
+            )
+        result[task] = task_metric(task, merged["prediction"].to_numpy(), merged["label"].to_numpy())
+    result["overall"] = overall_score(result["sst"], result["qqp"], result["sts"])
+    return result
+
+
+def write_predictions(frame: pd.DataFrame, task: str, destination: str | Path) -> None:
+    frame = frame.copy()
+    if task in ("sst", "qqp"):
+        frame["prediction"] = frame["prediction"].astype(np.int64)
+    with atomic_path(destination) as path:
+        frame.to_csv(path, index=False)
+
+
+# ---------------------------------------------------------------------------- stage
+
+
+def build_ensemble(
+    params: Params,
+    *,
+    finetune_metrics_dir: str | Path = "metrics/finetune",
+    predictions_dir: str | Path = "predictions",
+    prepared_dir: str | Path | None = None,
+    output_metrics: str | Path = "metrics/ensemble.json",
+) -> dict:
+    """Combine the members' dev and test predictions, write them and the ensemble's metrics.
+
+    Writes ``<predictions_dir>/ensemble/<task>-<split>.csv`` for every task and split in
+    (dev, test) that all members predicted, and ``output_metrics``. Returns the metrics.
+    """
+    prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
+    predictions_dir = Path(predictions_dir)
+    metrics = load_model_metrics(finetune_metrics_dir)
+    members = select_members(params, metrics, predictions_dir)
+
+    result: dict = {"members": members}
+    for split in PREDICTION_SPLITS:
+        paths = {
+            task: {name: predictions_dir / name / f"{task}-{split}.csv" for name in members} for task in TASKS
+        }
+        present = [path.exists() for by_member in paths.values() for path in by_member.values()]
+        if split != "dev" and not any(present):
+            continue  # nobody predicted this split
+        if not all(present):
+            lacking = sorted(
+                str(path) for by_member in paths.values() for path in by_member.values() if not path.exists()
+            )
+            raise EnsembleError(f"{split} predictions missing for some members: {', '.join(lacking)}")
+        combined: dict[str, pd.DataFrame] = {}
+        for task in TASKS:
+            frames = {name: read_predictions(path) for name, path in paths[task].items()}
+            combined[task] = combine_members(task, frames, where=f"{task}-{split}: ")
+        prepared = {task: read_prepared(prepared_dir, task, split) for task in TASKS}
+        scored = score_split(combined, prepared)
+        if split == "dev" and scored is None:
+            raise EnsembleError(f"dev labels not found in {prepared_dir} (need <task>-dev.parquet with a label column)")
+        for task in TASKS:
+            write_predictions(combined[task], task, predictions_dir / ENSEMBLE_NAME / f"{task}-{split}.csv")
+        if scored is not None:
+            result[split] = scored
+    result["members_dev"] = {name: metrics[name].get("dev", {}) for name in members}
+    write_json(result, output_metrics)
+    return result

@@ -1,0 +1,93 @@
+"""The multitask model: one shared encoder and a small head per task (Section 4.1, A.1).
+
+Pair tasks (QQP, STS) use one of three designs:
+- ``separate``: each sentence encoded alone, the two [CLS] vectors concatenated into a
+  linear layer (the paper's baseline);
+- ``cosine``: Sentence-BERT; mean-pooled sentence embeddings u, v; classification from
+  [u, v, |u - v|], regression from cos(u, v) rescaled from [-1, 1] to the 0-5 scale;
+- ``concat``: a cross-encoder, ``[CLS] s1 [SEP] s2 [SEP]`` as one sequence, [CLS] into a
+  linear layer.
+SST always reads [CLS] (or the mean of the tokens, ``model.pooling``) into 5 outputs.
+
+Every forward takes the word embeddings optionally, so that SMART can perturb them and
+the encoder still adds position and segment embeddings and its LayerNorm exactly once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Segment = dict[str, Tensor]  # input_ids, attention_mask and, where the model has them, token_type_ids
+PAIR_TASKS = ("qqp", "sts")
+STS_MAX = 5.0
+
+
+def task_loss(task: str, output: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy (SST), binary cross-entropy on one logit (QQP), MSE on 0-5 (STS)."""
+    output = output.float()
+    if task == "sst":
+        return F.cross_entropy(output, labels.long())
+    if task == "qqp":
+        return F.binary_cross_entropy_with_logits(output, labels.float())
+    return F.mse_loss(output, labels.float())
+
+
+def to_predictions(task: str, output: Tensor) -> Tensor:
+    """Class for SST, 0/1 for QQP, the score for STS."""
+    if task == "sst":
+        return output.argmax(-1)
+    if task == "qqp":
+        return (output > 0).long()
+    return output.float()
+
+
+def segments_for(task: str, head: str) -> int:
+    """How many separately encoded sequences a task's input has."""
+    return 2 if task in PAIR_TASKS and head in ("separate", "cosine") else 1
+
+
+class MultitaskModel(nn.Module):
+    def __init__(self, encoder: nn.Module, head: str, dropout: float, pooling: str = "cls"):
+        super().__init__()
+        if head not in ("separate", "cosine", "concat"):
+            raise ValueError(f"unknown head {head!r}; heads are separate, cosine, concat")
+        self.encoder, self.head, self.pooling = encoder, head, pooling
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        pair_width = {"separate": 2 * hidden, "cosine": 3 * hidden, "concat": hidden}[head]
+        self.heads = nn.ModuleDict({"sst": nn.Linear(hidden, 5), "qqp": nn.Linear(pair_width, 1)})
+        if head != "cosine":  # cosine regression has no parameters of its own
+            self.heads["sts"] = nn.Linear(pair_width, 1)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def embed(self, segment: Segment) -> Tensor:
+        return self.encoder.get_input_embeddings()(segment["input_ids"])
+
+    def _encode(self, segment: Segment, embeds: Tensor | None, pooling: str) -> Tensor:
+        inputs = {key: value for key, value in segment.items() if key != "input_ids"}
+        if embeds is None:
+            embeds = self.embed(segment)
+        hidden = self.encoder(inputs_embeds=embeds, **inputs).last_hidden_state
+        if pooling == "cls":
+            return hidden[:, 0]
+        mask = segment["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, task: str, segments: list[Segment], embeds: list[Tensor] | None = None) -> Tensor:
+        """SST: logits [B, 5]; QQP: one logit [B]; STS: a score [B] on the 0-5 scale."""
+        embeds = embeds or [None] * len(segments)
+        if task == "sst":
+            return self.heads["sst"](self.dropout(self._encode(segments[0], embeds[0], self.pooling)))
+        if self.head == "concat":
+            features = self._encode(segments[0], embeds[0], self.pooling)
+        else:
+            pooling = "mean" if self.head == "cosine" else self.pooling
+            u, v = (self._encode(s, e, pooling) for s, e in zip(segments, embeds, strict=True))
+            if self.head == "cosine" and task == "sts":
+                return (F.cosine_similarity(u.float(), v.float(), dim=-1) + 1) * (STS_MAX / 2)
+            features = torch.cat([u, v, (u - v).abs()] if self.head == "cosine" else [u, v], dim=-1)
+        return self.heads[task](self.dropout(features)).squeeze(-1)

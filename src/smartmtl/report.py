@@ -1,0 +1,315 @@
+"""Tables 2-4 beside the paper's numbers, and the one-page ``metrics/report.md``.
+
+The paper's numbers are data here (``PAPER_TABLE2``, ``PAPER_TABLE3``, ``PAPER_TABLE4``),
+copied from Tables 2-4 of the paper (dev scores; Table 4 also test).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from smartmtl.config import Params
+from smartmtl.ensemble import load_model_metrics
+from smartmtl.io import atomic_path, read_json, write_table
+
+METRICS = ("sst", "qqp", "sts", "overall")
+COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
+
+# Table 2. The paper's "Training Method" column has merged cells; we read them as
+# Conventional (Baseline, Cos-Sim), Sequential (Concat, Concat+SMART) and Simultaneous
+# (the rest), as Section 5.4.1 describes. ``model`` is how we find our row.
+PAPER_TABLE2 = [
+    {"Model": "Baseline", "Training Method": "Conventional", "model": "baseline", "sst": 0.506, "qqp": 0.673, "sts": 0.224, "overall": 0.597},
+    {"Model": "Cos-Sim", "Training Method": "Conventional", "model": "cos_sim", "sst": 0.507, "qqp": 0.787, "sts": 0.394, "overall": 0.664},
+    {"Model": "Concat", "Training Method": "Sequential", "model": "concat", "sst": 0.494, "qqp": 0.795, "sts": 0.833, "overall": 0.735},
+    {"Model": "Concat+SMART", "Training Method": "Sequential", "model": "concat_smart", "sst": 0.530, "qqp": 0.782, "sts": 0.771, "overall": 0.733},
+    {"Model": "Concat+SMART*", "Training Method": "Simultaneous", "model": "concat_smart_star", "sst": 0.510, "qqp": 0.883, "sts": 0.874, "overall": 0.777},
+    {"Model": "Concat+SMART+Pretrain", "Training Method": "Simultaneous", "model": None, "sst": 0.530, "qqp": 0.906, "sts": 0.873, "overall": 0.791},
+    {"Model": "Concat+SMART+Surgery+Pretrain", "Training Method": "Simultaneous", "model": "concat_smart_surgery_pretrain", "sst": 0.533, "qqp": 0.904, "sts": 0.864, "overall": 0.790},
+]
+
+# Table 3: (lambda_s, dropout) -> dev scores of Concat+SMART+Pretrain.
+PAPER_TABLE3 = {
+    (1.0, 0.1): {"sst": 0.536, "qqp": 0.905, "sts": 0.884, "overall": 0.794},
+    (1.0, 0.2): {"sst": 0.546, "qqp": 0.900, "sts": 0.888, "overall": 0.797},
+    (1.0, 0.3): {"sst": 0.530, "qqp": 0.906, "sts": 0.873, "overall": 0.791},
+    (1.0, 0.4): {"sst": 0.536, "qqp": 0.900, "sts": 0.888, "overall": 0.793},
+    (1.0, 0.5): {"sst": 0.537, "qqp": 0.897, "sts": 0.884, "overall": 0.792},
+    (5.0, 0.1): {"sst": 0.544, "qqp": 0.904, "sts": 0.893, "overall": 0.798},
+    (5.0, 0.2): {"sst": 0.530, "qqp": 0.905, "sts": 0.895, "overall": 0.794},
+    (5.0, 0.3): {"sst": 0.540, "qqp": 0.902, "sts": 0.889, "overall": 0.796},
+    (5.0, 0.4): {"sst": 0.544, "qqp": 0.905, "sts": 0.889, "overall": 0.798},
+    (5.0, 0.5): {"sst": 0.530, "qqp": 0.903, "sts": 0.884, "overall": 0.792},
+}
+
+# Table 4: the ensemble, with the leaderboard ranking the paper reports.
+PAPER_TABLE4 = {
+    "Dev": {"sst": 0.545, "qqp": 0.908, "sts": 0.894, "overall": 0.800, "ranking": 2},
+    "Test": {"sst": 0.540, "qqp": 0.908, "sts": 0.893, "overall": 0.798, "ranking": 3},
+}
+
+FIGURES = [
+    ("Figure 3: SST dev accuracy per epoch for each lambda_s", "fig3_lambda_sst.png"),
+    ("Figure 4 (left): SST dev confusion matrix", "fig4_sst_confusion.png"),
+    ("Figure 4 (right): STS dev prediction vs gold", "fig4_sts_scatter.png"),
+    ("Training curves", "training_curves.png"),
+]
+
+TABLE1 = "table1_data.md"
+TABLE2 = "table2_methods"
+TABLE3 = "table3_grid"
+TABLE4 = "table4_ensemble"
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built; the message says why."""
+
+
+# ------------------------------------------------------------------------- caveats
+
+
+def _qqp_train_rows(prepared_dir: Path) -> int | None:
+    path = prepared_dir / "qqp-train.parquet"
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
+
+
+def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]:
+    """What differs from the paper: backbone, data scale, preset and training settings."""
+    prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
+    backbone = params.model.backbone
+    if "minilm-l6" in backbone.lower():
+        backbone_note = (
+            f"Backbone: {backbone} (6 layers, 384 hidden, 22.7M parameters) instead of the paper's BERT-base "
+            "(12 layers, 768 hidden, 110M). It was trained on sentence pairs that include Quora duplicate "
+            "questions, so its QQP scores are flattered."
+        )
+    else:
+        backbone_note = f"Backbone: {backbone} instead of the paper's BERT-base (12 layers, 768 hidden, 110M)."
+    rows = _qqp_train_rows(prepared_dir)
+    qqp_train = f"{rows:,} pairs" if rows is not None else "a ~27k-pair subset"
+    data_note = (
+        f"Data scale: QQP train here is {qqp_train} vs the paper's 283,010; QQP dev and test are the two halves "
+        "of the CS224N QQP dev file, so QQP scores are not comparable with the paper's."
+    )
+    limits = {task: params.data.train_limit.get(task) for task in ("sst", "qqp", "sts")}
+    limit_text = ", ".join(f"{task}={value}" for task, value in limits.items() if value is not None) or "none"
+    train = params.train
+    settings_note = (
+        f"Preset '{params.preset}': {train.epochs} epochs, batch size {train.batch_size}, lr {train.lr:g}, "
+        f"train_limit {limit_text}, precision {train.precision} (paper: 10 epochs, batch size 8, lr 1e-5, full data)."
+    )
+    return [backbone_note, data_note, settings_note]
+
+
+# -------------------------------------------------------------------------- tables
+
+
+def _ours(record: dict | None, split: str = "dev") -> dict[str, float]:
+    values = (record or {}).get(split) or {}
+    return {metric: float(values[metric]) if values.get(metric) is not None else math.nan for metric in METRICS}
+
+
+def _side_by_side(ours: dict[str, float], paper: dict[str, float] | None) -> dict[str, float]:
+    row = {}
+    for metric in METRICS:
+        row[COLUMN[metric]] = ours[metric]
+        row[f"{COLUMN[metric]} (paper)"] = paper[metric] if paper else math.nan
+    return row
+
+
+def find_grid_model(metrics: dict[str, dict], dropout: float, lambda_s: float) -> tuple[str | None, list[str]]:
+    """The grid model trained with this dropout and lambda_s (by its recorded config)."""
+    matches = sorted(
+        name
+        for name, record in metrics.items()
+        if record.get("kind") == "grid"
+        and math.isclose(float(record.get("config", {}).get("dropout", math.nan)), dropout)
+        and math.isclose(float(record.get("config", {}).get("lambda_s", math.nan)), lambda_s)
+    )
+    return (matches[0] if matches else None), matches
+
+
+def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+    rows, notes = [], []
+    for paper in PAPER_TABLE2:
+        key = paper["model"]
+        record = None
+        if key is None:  # Concat+SMART+Pretrain is the grid cell at the default dropout and lambda_s
+            dropout, lambda_s = params.model.dropout, params.smart.lambda_s
+            name, matches = find_grid_model(metrics, dropout, lambda_s)
+            source = f"grid cell dropout={dropout:g}, lambda_s={lambda_s:g}"
+            if name is None:
+                notes.append(f"{paper['Model']}: no grid model with dropout={dropout:g}, lambda_s={lambda_s:g} was found; row left empty.")
+            else:
+                record = metrics[name]
+                source += f" ({name})"
+                if len(matches) > 1:
+                    notes.append(f"{paper['Model']}: several grid models match ({', '.join(matches)}); {name} is shown.")
+        else:
+            source = key
+            record = metrics.get(key)
+            if key not in params.variants:
+                notes.append(f"{paper['Model']}: variant '{key}' is not in params.variants; row left empty.")
+                record = None
+            elif record is None or record.get("kind") != "table2":
+                notes.append(f"{paper['Model']}: model '{key}' has no table2 metrics in metrics/finetune; row left empty.")
+                record = None
+        rows.append({"Model": paper["Model"], "Training Method": paper["Training Method"], "Our model": source, **_side_by_side(_ours(record), paper)})
+    notes.append(
+        "Training Method: the paper's merged cells are read as Conventional (Baseline, Cos-Sim), "
+        "Sequential (Concat, Concat+SMART) and Simultaneous (the rest), following Section 5.4.1."
+    )
+    return pd.DataFrame(rows), notes
+
+
+def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+    rows, notes, missing = [], [], []
+    for lambda_s in sorted(params.sweep.lambda_s):
+        for dropout in sorted(params.sweep.dropout):
+            name, matches = find_grid_model(metrics, dropout, lambda_s)
+            if name is None:
+                missing.append(f"(lambda_s={lambda_s:g}, dropout={dropout:g})")
+            elif len(matches) > 1:
+                notes.append(f"lambda_s={lambda_s:g}, dropout={dropout:g}: several grid models match ({', '.join(matches)}); {name} is shown.")
+            paper = next(
+                (values for (l, d), values in PAPER_TABLE3.items() if math.isclose(l, lambda_s) and math.isclose(d, dropout)),
+                None,
+            )
+            rows.append({"lambda_s": lambda_s, "Dropout": dropout, **_side_by_side(_ours(metrics.get(name) if name else None), paper)})
+    frame = pd.DataFrame(rows)
+    if missing:
+        notes.append(f"Not trained (empty rows): {', '.join(missing)}.")
+    if frame["Overall"].notna().any():
+        best = frame.loc[frame["Overall"].idxmax()]
+        notes.append(f"Our best cell: lambda_s={best['lambda_s']:g}, dropout={best['Dropout']:g} (overall {best['Overall']:.3f}); the paper's best: lambda_s=5 with dropout 0.1 or 0.4 (0.798).")
+    if frame["Overall (paper)"].isna().any():
+        notes.append("Paper columns are empty where the paper has no such (lambda_s, dropout) cell.")
+    return frame, notes
+
+
+def table4(ensemble: dict | None) -> tuple[pd.DataFrame, list[str]]:
+    rows, notes = [], []
+    if ensemble is None:
+        notes.append("metrics/ensemble.json not found: the ensemble was not built; our columns are empty.")
+    for split in ("Dev", "Test"):
+        paper = PAPER_TABLE4[split]
+        ours = _ours(ensemble, split.lower())
+        note = ""
+        if split == "Test" and ensemble is not None and "test" not in ensemble:
+            note = "test labels unavailable: predictions written to predictions/ensemble/ for external scoring"
+        rows.append({"Split": split, **_side_by_side(ours, paper), "Ranking (paper)": paper["ranking"], "Note": note})
+    if ensemble is not None:
+        members = ", ".join(ensemble.get("members", []))
+        notes.append(f"Members ({len(ensemble.get('members', []))}), best first: {members}. SST/QQP by majority vote (ties: highest-ranked member), STS by median.")
+    notes.append("Paper ranking is the CS224N leaderboard position; we have no leaderboard.")
+    return pd.DataFrame(rows), notes
+
+
+# -------------------------------------------------------------------------- report
+
+
+def _relative(target: Path, start: Path) -> str:
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def _findings(analysis: dict | None) -> list[str]:
+    if not analysis:
+        return ["Analysis not available (metrics/analysis.json not found)."]
+    lines = []
+    recall = analysis.get("sst_recall_by_class") or {}
+    if recall:
+        text = ", ".join(f"{label} {value:.2f}" if value is not None else f"{label} n/a" for label, value in recall.items())
+        lines.append(f"SST dev recall by class ({analysis.get('model', '')}): {text}. The paper found classes 1 and 3 predicted well and 0, 2, 4 poorly.")
+    wrong = analysis.get("sst_most_confidently_wrong")
+    if wrong:
+        lines.append(
+            f"Most confidently wrong SST example: \"{wrong['sentence']}\" gold {wrong['gold']} ({wrong['gold_name']}), "
+            f"predicted {wrong['prediction']} ({wrong['prediction_name']}); rule: {wrong['rule']}. "
+            "(Paper: \"This one is definitely one to skip, even for horror movie fanatics.\" gold 0, predicted 3.)"
+        )
+    worst = analysis.get("sts_worst_pair")
+    if worst:
+        lines.append(
+            f"Worst STS pair: \"{worst['sentence1']}\" / \"{worst['sentence2']}\" gold {worst['gold']:.2f}, "
+            f"predicted {worst['prediction']:.2f}. (Paper: \"it's also a matter of taste\" / \"it's definitely just a "
+            "matter of preference\", gold 5, predicted 2.22.)"
+        )
+    best = analysis.get("fig3_best")
+    if best:
+        lines.append(f"Figure 3: best SST dev accuracy {best['sst_dev_accuracy']:.3f} at lambda_s={best['lambda_s']:g}, epoch {best['epoch']} (paper: lambda_s=5 best).")
+    return lines
+
+
+def _runtimes(metrics: dict[str, dict]) -> pd.DataFrame:
+    rows = [
+        {"Model": name, "Kind": record.get("kind", ""), "Train seconds": float(record["train_seconds"])}
+        for name, record in sorted(metrics.items())
+        if record.get("train_seconds") is not None
+    ]
+    return pd.DataFrame(rows, columns=["Model", "Kind", "Train seconds"])
+
+
+def build_report(
+    params: Params,
+    *,
+    finetune_metrics_dir: str | Path = "metrics/finetune",
+    ensemble_metrics: str | Path = "metrics/ensemble.json",
+    analysis_metrics: str | Path = "metrics/analysis.json",
+    tables_dir: str | Path = "metrics/tables",
+    plots_dir: str | Path = "plots",
+    report_path: str | Path = "metrics/report.md",
+    prepared_dir: str | Path | None = None,
+) -> Path:
+    """Write Tables 2-4 (``<tables_dir>/table{2,3,4}_*.{md,csv}``) and ``report_path``."""
+    tables_dir, plots_dir, report_path = Path(tables_dir), Path(plots_dir), Path(report_path)
+    metrics = load_model_metrics(finetune_metrics_dir)
+    ensemble = read_json(ensemble_metrics) if Path(ensemble_metrics).exists() else None
+    analysis = read_json(analysis_metrics) if Path(analysis_metrics).exists() else None
+    common = caveats(params, prepared_dir)
+
+    frame2, notes2 = table2(params, metrics)
+    write_table(frame2, tables_dir / TABLE2, "Table 2: dev scores of the training methods (ours vs paper)", [*notes2, *common])
+    frame3, notes3 = table3(params, metrics)
+    write_table(frame3, tables_dir / TABLE3, "Table 3: Concat+SMART+Pretrain dev scores per lambda_s and dropout (ours vs paper)", [*notes3, *common])
+    frame4, notes4 = table4(ensemble)
+    write_table(frame4, tables_dir / TABLE4, "Table 4: ensemble dev/test scores (ours vs paper)", [*notes4, *common])
+
+    lines = [
+        "# SMART fine-tuning reproduction: report",
+        "",
+        "Multitask sentence model on SST-5 (accuracy), QQP (accuracy) and STS-B (Pearson); "
+        "overall = (SST + QQP + (STS + 1) / 2) / 3.",
+        "",
+        "## Caveats",
+        "",
+        *[f"- {note}" for note in common],
+        "",
+    ]
+    table1 = tables_dir / TABLE1
+    if table1.exists():
+        lines += ["## Data", "", table1.read_text().strip(), ""]
+    lines += ["## Results", ""]
+    for stem in (TABLE2, TABLE3, TABLE4):
+        lines += [(tables_dir / f"{stem}.md").read_text().strip(), ""]
+    lines += ["## Figures", ""]
+    for caption, file_name in FIGURES:
+        path = plots_dir / file_name
+        if path.exists():
+            lines += [f"![{caption}]({_relative(path, report_path.parent)})", ""]
+        else:
+            lines += [f"- {caption}: not produced ({file_name} missing)", ""]
+    lines += ["", "## Analysis (Section 6)", "", *[f"- {line}" for line in _findings(analysis)], ""]
+    runtimes = _runtimes(metrics)
+    if not runtimes.empty:
+        lines += ["## Training time per model", "", runtimes.to_markdown(index=False, floatfmt=".1f"), ""]
+    with atomic_path(report_path) as path:
+        path.write_text("\n".join(lines))
+    return report_path

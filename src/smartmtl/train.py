@@ -1,0 +1,243 @@
+"""The training loop: read it top to bottom in :func:`train`.
+
+One optimizer step trains every task of the plan's step. Each task's loss is the paper's
+task loss, plus lambda_s times the smoothness-inducing adversarial term and mu times the
+Bregman proximal term when SMART is on. Without surgery each task's loss is back-propagated
+in turn (the gradients add up, as for the summed loss, while only one task's graph is held
+in memory); with surgery each task's shared-encoder gradient is set aside (one flat vector
+per task) and PCGrad combines them.
+
+After each epoch the loop scores the dev set, logs, and saves a resume checkpoint, so an
+interrupted run started again continues from its last finished epoch and ends the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from smartmtl import pcgrad, smart
+from smartmtl.backbone import load_encoder
+from smartmtl.config import Params
+from smartmtl.evaluate import evaluate
+from smartmtl.features import TaskFeatures
+from smartmtl.heads import MultitaskModel, task_loss
+from smartmtl.schedules import build_plan, tasks_of
+from smartmtl.variants import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+# --- device, precision and processes: the only places that know about hardware ---------
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_for(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast on CUDA and on CPUs (AMX/AVX-512 make it fast), or plain fp32."""
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def is_main_process() -> bool:
+    """Rank 0 logs and saves; the others only train (torchrun / Accelerate set the rank)."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+# --- the model a run starts from ---------------------------------------------------------
+
+def build_model(spec: RunSpec, params: Params, init: Path | None = None) -> MultitaskModel:
+    encoder = load_encoder(params.model.backbone, spec.dropout)
+    model = MultitaskModel(encoder, spec.head, spec.dropout, params.model.pooling)
+    if init is not None:
+        model.load_state_dict(load_file(init))
+    return model
+
+
+def save_model(model: MultitaskModel, path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+# --- one step -----------------------------------------------------------------------------
+
+@dataclass
+class StepTerms:
+    """Per-task loss terms of an epoch, summed for logging."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self.sums[name] += float(value.detach())
+        self.counts[name] += 1
+
+    def means(self) -> dict[str, float]:
+        return {name: self.sums[name] / self.counts[name] for name in self.sums}
+
+
+def task_objective(model, teacher, task: str, segments, labels, spec: RunSpec, params: Params,
+                   terms: StepTerms) -> torch.Tensor:
+    """The paper's Equation 2 plus Equation 5's proximal term, for one task's batch."""
+    embeds = [model.embed(segment) for segment in segments]
+    output = model(task, segments, embeds)
+    loss = task_loss(task, output, labels)
+    terms.add(f"loss_{task}", loss)
+    if not spec.smart:
+        return loss
+    sp = params.smart
+    divergence = smart.DIVERGENCES[task]
+    if spec.lambda_s > 0:
+        adversarial = smart.adversarial_loss(
+            lambda perturbed: model(task, segments, perturbed), embeds, output, divergence,
+            masks=[segment["attention_mask"] for segment in segments],
+            sigma=sp.sigma, epsilon=sp.epsilon, eta=sp.eta, steps=sp.steps, norm=sp.norm, update=sp.update,
+            disable_autocast=sp.fp32_perturbation,
+        )
+        terms.add(f"smart_{task}", adversarial)
+        loss = loss + spec.lambda_s * adversarial
+    if teacher is not None and sp.mu > 0:
+        with torch.no_grad():
+            teacher_output = teacher.model(task, segments)
+        bregman = smart.bregman_loss(output, teacher_output, divergence)
+        terms.add(f"bregman_{task}", bregman)
+        loss = loss + sp.mu * bregman
+    return loss
+
+
+# --- resume checkpoints -------------------------------------------------------------------
+
+def fingerprint(spec: RunSpec, params: Params) -> str:
+    """A resume checkpoint is only used by the very run that wrote it."""
+    text = json.dumps([spec.config(), spec.name, params.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_resume(directory: Path, history: list[dict], model, optimizer, teacher, run_id: str,
+                surgery_rng: torch.Generator) -> None:
+    staging = directory.with_name(directory.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_model(model, staging / "model.safetensors")
+    if teacher is not None:
+        save_model(teacher.model, staging / "teacher.safetensors")
+    torch.save({"history": history, "run_id": run_id, "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "surgery_rng": surgery_rng.get_state()}, staging / "state.pt")
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+
+
+def load_resume(directory: Path, model, optimizer, teacher, run_id: str, surgery_rng: torch.Generator) -> list[dict]:
+    """Restore the last finished epoch; return the logged metrics of the epochs done."""
+    state_file = directory / "state.pt"
+    if not state_file.exists():
+        return []
+    state = torch.load(state_file, weights_only=False)
+    if state["run_id"] != run_id:
+        log.info("ignoring %s: it was written with other parameters", directory)
+        return []
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    if teacher is not None:
+        teacher.model.load_state_dict(load_file(directory / "teacher.safetensors"))
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    surgery_rng.set_state(state["surgery_rng"])
+    log.info("resuming %s after epoch %d", directory, len(state["history"]))
+    return state["history"]
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], dev_data: dict[str, TaskFeatures],
+          *, init: Path | None = None, resume_dir: Path | None = None,
+          on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+          stop_after_epochs: int | None = None) -> MultitaskModel:
+    tp = params.train
+    torch.manual_seed(tp.seed)
+    device = pick_device()
+    autocast = autocast_for(device, tp.precision)
+    tasks = tasks_of(spec.schedule)
+
+    model = build_model(spec, params, init).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
+                                  weight_decay=tp.weight_decay)
+    plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, tp.seed,
+                      epochs=tp.pretrain_epochs if spec.schedule == "pretrain" else tp.epochs,
+                      sequential_epochs=tp.sequential_epochs.model_dump())
+    total_steps = sum(len(epoch) for epoch in plan)
+    warmup_steps = int(tp.warmup * total_steps)
+    teacher = None
+    if spec.smart and params.smart.bregman:
+        teacher = smart.EmaTeacher(model, params.smart.beta_early, params.smart.beta_late,
+                                   params.smart.beta_switch, total_steps)
+    surgery_rng = torch.Generator().manual_seed(tp.seed)
+    shared = model.shared_parameters()
+
+    run_id = fingerprint(spec, params)
+    history = load_resume(resume_dir, model, optimizer, teacher, run_id, surgery_rng) if resume_dir else []
+    for epoch, metrics in enumerate(history):  # the logger starts afresh: give it the epochs done
+        on_epoch(epoch, metrics)
+    done = len(history)
+    step = sum(len(epoch) for epoch in plan[:done])
+
+    for epoch in range(done, len(plan)):
+        terms, started = StepTerms(), time.perf_counter()
+        for batches in plan[epoch]:
+            for group in optimizer.param_groups:
+                group["lr"] = tp.lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else tp.lr
+            optimizer.zero_grad(set_to_none=True)
+            task_grads = []
+            for task, indices in batches.items():
+                segments, labels = train_data[task].batch(indices, device)
+                with autocast():
+                    loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
+                loss.backward()  # one task's graph at a time; the gradients add up
+                if spec.surgery:
+                    task_grads.append(pcgrad.flatten_grads(shared))
+                    for parameter in shared:
+                        parameter.grad = None
+            if spec.surgery:
+                combined = pcgrad.project_conflicting(task_grads, surgery_rng, params.surgery.reduction)
+                pcgrad.assign_flat_grad(shared, combined)
+            if tp.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
+            optimizer.step()
+            if teacher is not None:
+                teacher.update(model, step)
+            step += 1
+
+        metrics, _ = evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows), tp.eval_batch_size,
+                              device, autocast)
+        seconds = time.perf_counter() - started
+        log.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
+                 ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
+        history.append({**{f"dev/{k}": v for k, v in metrics.items()},
+                        **{f"train/{k}": v for k, v in terms.means().items()}, "train/seconds": seconds})
+        if is_main_process():
+            on_epoch(epoch, history[-1])
+            if resume_dir:
+                save_resume(resume_dir, history, model, optimizer, teacher, run_id, surgery_rng)
+        if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
+            break
+    return model
+
+
+def _dev_subset(dev_data: dict[str, TaskFeatures], tasks, rows: int | None) -> dict[str, TaskFeatures]:
+    """The same first ``rows`` dev examples every epoch, so the curves are comparable."""
+    subset = {}
+    for task in tasks:
+        features = dev_data[task]
+        subset[task] = features if rows is None or rows >= len(features) else features.subset(np.arange(rows))
+    return subset

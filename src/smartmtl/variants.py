@@ -1,0 +1,71 @@
+"""What each trained model is: Table 2's rows, Table 3's grid, Figure 3's lambda_s runs.
+
+Every model the pipeline trains is described by one :class:`RunSpec`, built here from the
+parameters, so that a stage names a model and this module says how it trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from smartmtl.config import Params
+
+PRETRAIN = "pretrain"
+
+
+class VariantError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    kind: str  # table2 | grid | sst_lambda | pretrain
+    label: str  # the paper's name for it
+    head: str
+    schedule: str
+    smart: bool
+    surgery: bool
+    pretrained: bool
+    dropout: float
+    lambda_s: float
+
+    def config(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if key not in ("name", "kind", "label")}
+
+
+def table2_spec(params: Params, name: str) -> RunSpec:
+    if name not in params.variants:
+        raise VariantError(f"unknown variant {name!r}; params.yaml defines: {', '.join(params.variants) or 'none'}")
+    variant = params.variants[name]
+    return RunSpec(
+        name=name, kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
+        smart=variant.smart, surgery=variant.surgery, pretrained=variant.pretrained,
+        dropout=params.model.dropout if variant.dropout is None else variant.dropout,
+        lambda_s=params.smart.lambda_s if variant.lambda_s is None else variant.lambda_s,
+    )
+
+
+def grid_spec(params: Params, name: str, dropout: float, lambda_s: float) -> RunSpec:
+    """Table 3: Concat+SMART+Pretrain at one dropout x lambda_s."""
+    if dropout not in params.sweep.dropout or lambda_s not in params.sweep.lambda_s:
+        raise VariantError(
+            f"grid cell dropout={dropout}, lambda_s={lambda_s} is not in the sweep "
+            f"(sweep.dropout={params.sweep.dropout}, sweep.lambda_s={params.sweep.lambda_s})"
+        )
+    return RunSpec(name, "grid", "Concat+SMART+Pretrain", "concat", "simultaneous",
+                   smart=True, surgery=False, pretrained=True, dropout=dropout, lambda_s=lambda_s)
+
+
+def sst_lambda_spec(params: Params, name: str, lambda_s: float) -> RunSpec:
+    """Figure 3: SST trained alone with SMART at one lambda_s."""
+    if lambda_s not in params.sweep.sst_lambda_s:
+        raise VariantError(f"lambda_s={lambda_s} is not in sweep.sst_lambda_s={params.sweep.sst_lambda_s}")
+    return RunSpec(name, "sst_lambda", f"para_{lambda_s:g}", "concat", "sst_only",
+                   smart=True, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=lambda_s)
+
+
+def pretrain_spec(params: Params) -> RunSpec:
+    """QQP further-pretraining: the concat head, the only one the +Pretrain variants use."""
+    return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain",
+                   smart=False, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=0.0)

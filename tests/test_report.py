@@ -1,0 +1,148 @@
+"""Report: Tables 2-4 beside the paper, the Table 2 grid mapping, missing models, report.md links."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from smartmtl.config import parse_params
+from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report
+
+VARIANTS = {
+    "baseline": {"label": "Baseline", "head": "separate", "schedule": "sequential"},
+    "cos_sim": {"label": "Cos-Sim", "head": "cosine", "schedule": "sequential"},
+    "concat": {"label": "Concat", "head": "concat", "schedule": "sequential"},
+    "concat_smart": {"label": "Concat+SMART", "head": "concat", "schedule": "sequential", "smart": True},
+    "concat_smart_star": {"label": "Concat+SMART*", "head": "concat", "schedule": "simultaneous", "smart": True},
+    "concat_smart_surgery_pretrain": {"label": "Concat+SMART+Surgery+Pretrain", "head": "concat", "schedule": "simultaneous", "smart": True, "surgery": True, "pretrained": True},
+}
+
+
+def make_params():
+    return parse_params(
+        {
+            "preset": "laptop",
+            "model": {"dropout": 0.3},
+            "smart": {"lambda_s": 1.0},
+            "sweep": {"dropout": [0.1, 0.3, 0.7], "lambda_s": [1.0, 5.0]},
+            "variants": VARIANTS,
+            "train": {"epochs": 2, "batch_size": 16, "lr": 2e-5},
+        }
+    )
+
+
+def scores(value: float) -> dict:
+    return {"sst": value, "qqp": value + 0.1, "sts": value + 0.2, "overall": value + 0.05}
+
+
+def write_metrics(root: Path, name: str, kind: str, dev: dict, config: dict | None = None, seconds=10.0) -> None:
+    folder = root / "metrics" / "finetune"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "kind": kind, "label": name, "config": config or {}, "dev": dev, "train_seconds": seconds}
+    # File names deliberately unlike model names: models are found by content.
+    (folder / f"file-{len(list(folder.iterdir()))}.json").write_text(json.dumps(record))
+
+
+@pytest.fixture()
+def root(tmp_path):
+    for index, name in enumerate(["baseline", "concat", "concat_smart", "concat_smart_star", "concat_smart_surgery_pretrain"]):
+        write_metrics(tmp_path, name, "table2", scores(0.1 * index))
+    # cos_sim is missing on purpose.
+    for dropout in (0.1, 0.3, 0.7):
+        for lambda_s in (1.0, 5.0):
+            if (dropout, lambda_s) == (0.7, 5.0):
+                continue  # one grid cell missing
+            write_metrics(tmp_path, f"g-{dropout}-{lambda_s}", "grid", scores(dropout + lambda_s / 100), {"dropout": dropout, "lambda_s": lambda_s})
+    (tmp_path / "metrics" / "ensemble.json").write_text(
+        json.dumps({"members": ["g-0.3-1.0"], "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.85, "overall": 0.74}, "members_dev": {}})
+    )
+    (tmp_path / "metrics" / "analysis.json").write_text(
+        json.dumps({"model": "ensemble", "sts_worst_pair": {"sentence1": "a cat", "sentence2": "a dog", "gold": 5.0, "prediction": 2.2}})
+    )
+    (tmp_path / "metrics" / "tables").mkdir(parents=True)
+    (tmp_path / "metrics" / "tables" / "table1_data.md").write_text("### Table 1: data\n\n| Task | Train |\n|---|---|\n| SST | 8544 |\n")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "fig3_lambda_sst.png").write_bytes(b"png")
+    (tmp_path / "plots" / "fig4_sts_scatter.png").write_bytes(b"png")
+    build_report(
+        make_params(),
+        finetune_metrics_dir=tmp_path / "metrics" / "finetune",
+        ensemble_metrics=tmp_path / "metrics" / "ensemble.json",
+        analysis_metrics=tmp_path / "metrics" / "analysis.json",
+        tables_dir=tmp_path / "metrics" / "tables",
+        plots_dir=tmp_path / "plots",
+        report_path=tmp_path / "metrics" / "report.md",
+        prepared_dir=tmp_path / "data" / "prepared",
+    )
+    return tmp_path
+
+
+def table(root: Path, stem: str) -> pd.DataFrame:
+    return pd.read_csv(root / "metrics" / "tables" / f"{stem}.csv")
+
+
+def test_table2_has_paper_beside_ours_and_maps_pretrain_row_to_grid_cell(root):
+    frame = table(root, "table2_methods").set_index("Model")
+    assert list(frame.index) == [row["Model"] for row in PAPER_TABLE2]
+    for column in ("SST", "SST (paper)", "QQP", "QQP (paper)", "STS", "STS (paper)", "Overall", "Overall (paper)", "Training Method"):
+        assert column in frame.columns
+    assert frame.loc["Concat", "SST (paper)"] == 0.494
+    assert frame.loc["Concat", "SST"] == pytest.approx(0.1)
+    # params: dropout 0.3, lambda_s 1 -> grid model g-0.3-1.0 whose dev sst = 0.3 + 0.01.
+    row = frame.loc["Concat+SMART+Pretrain"]
+    assert row["SST"] == pytest.approx(0.31)
+    assert row["Overall"] == pytest.approx(0.36)
+    assert row["Overall (paper)"] == 0.791
+    assert "g-0.3-1.0" in row["Our model"]
+
+
+def test_table2_missing_model_is_nan_with_note(root):
+    frame = table(root, "table2_methods").set_index("Model")
+    assert math.isnan(frame.loc["Cos-Sim", "SST"])
+    assert frame.loc["Cos-Sim", "SST (paper)"] == 0.507
+    markdown = (root / "metrics" / "tables" / "table2_methods.md").read_text()
+    assert "Cos-Sim: model 'cos_sim' has no table2 metrics" in markdown
+
+
+def test_table_notes_state_differences(root):
+    markdown = (root / "metrics" / "tables" / "table3_grid.md").read_text()
+    assert "all-MiniLM-L6-v2" in markdown and "BERT-base" in markdown
+    assert "Quora" in markdown and "283,010" in markdown
+    assert "Preset 'laptop'" in markdown and "2 epochs" in markdown and "batch size 16" in markdown
+
+
+def test_table3_grid_with_paper_cells(root):
+    frame = table(root, "table3_grid")
+    assert len(frame) == 6
+    cell = frame[(frame["lambda_s"] == 5.0) & (frame["Dropout"] == 0.1)].iloc[0]
+    assert cell["SST"] == pytest.approx(0.15)
+    assert cell["SST (paper)"] == PAPER_TABLE3[(5.0, 0.1)]["sst"]
+    odd = frame[(frame["lambda_s"] == 1.0) & (frame["Dropout"] == 0.7)].iloc[0]
+    assert odd["SST"] == pytest.approx(0.71) and math.isnan(odd["SST (paper)"])  # no paper cell
+    missing = frame[(frame["lambda_s"] == 5.0) & (frame["Dropout"] == 0.7)].iloc[0]
+    assert math.isnan(missing["SST"])
+    assert "Not trained (empty rows): (lambda_s=5, dropout=0.7)" in (root / "metrics" / "tables" / "table3_grid.md").read_text()
+
+
+def test_table4_dev_beside_paper_and_unlabelled_test_note(root):
+    frame = table(root, "table4_ensemble").set_index("Split")
+    assert frame.loc["Dev", "Overall"] == 0.74 and frame.loc["Dev", "Overall (paper)"] == 0.8
+    assert frame.loc["Test", "SST (paper)"] == 0.54 and math.isnan(frame.loc["Test", "SST"])
+    assert "predictions/ensemble" in frame.loc["Test", "Note"]
+
+
+def test_report_inlines_tables_and_links_existing_figures(root):
+    report = (root / "metrics" / "report.md").read_text()
+    assert "### Table 1: data" in report
+    for title in ("Table 2:", "Table 3:", "Table 4:"):
+        assert title in report
+    assert "](../plots/fig3_lambda_sst.png)" in report
+    assert "](../plots/fig4_sts_scatter.png)" in report
+    assert "](../plots/fig4_sst_confusion.png)" not in report  # not produced: no dead link
+    assert "fig4_sst_confusion.png missing" in report
+    assert "a cat" in report and "a dog" in report
+    assert "| g-0.3-1.0" in report  # runtime table
