@@ -37,6 +37,12 @@ class PerTask(_Strict):
         return getattr(self, task)
 
 
+class TaskEpochs(_Strict):
+    sst: int = Field(10, ge=0)
+    qqp: int = Field(2, ge=0)
+    sts: int = Field(10, ge=0)
+
+
 class DataParams(_Strict):
     raw_dir: Path = Path("data/raw")
     prepared_dir: Path = Path("data/prepared")
@@ -70,7 +76,7 @@ class TrainParams(_Strict):
     # Simultaneous training: one epoch is one pass over SST (Section 4.2).
     epochs: int = Field(10, ge=1)
     # Sequential training: epochs per task, trained in the order QQP, STS, SST.
-    sequential_epochs: PerTask = PerTask(qqp=2, sts=10, sst=10)
+    sequential_epochs: TaskEpochs = TaskEpochs()
     # QQP further-pretraining (the +Pretrain variants start from its checkpoint).
     pretrain_epochs: int = Field(1, ge=1)
     # Optimizer steps in which the learning rate rises linearly from 0 (fraction of all).

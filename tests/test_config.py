@@ -1,0 +1,155 @@
+"""params.yaml validation: every mistake stops with a message naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smartmtl import presets
+from smartmtl.config import ConfigError, Params, load_params, parse_params
+
+REPO = Path(__file__).parents[1]
+
+
+def _with(section: str, **values) -> dict:
+    raw = copy.deepcopy(presets.render("paper"))
+    raw[section] = {**raw[section], **values}
+    return raw
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw, "params.yaml")
+    return str(info.value)
+
+
+def test_valid_paper_preset_parses():
+    params = parse_params(presets.render("paper"))
+    assert isinstance(params, Params)
+    assert params.train.lr == 1e-5
+
+
+@pytest.mark.parametrize("section, key", [("train", "lrr"), ("model", "backbone_name"), ("smart", "lamda_s")])
+def test_unknown_key(section, key):
+    message = _error(_with(section, **{key: 1}))
+    assert f"{section}.{key}: unknown key" in message
+    assert message.startswith("params.yaml")
+
+
+def test_unknown_top_level_section():
+    raw = copy.deepcopy(presets.render("paper"))
+    raw["optimiser"] = {"lr": 1}
+    assert "optimiser: unknown key" in _error(raw)
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "batch_size", "many"),
+    ("train", "lr", "fast"),
+    ("model", "max_length", [64]),
+    ("smart", "bregman", "sometimes"),
+])
+def test_wrong_type(section, key, value):
+    assert f"{section}.{key}:" in _error(_with(section, **{key: value}))
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "lr", -1e-5),
+    ("train", "lr", 0.0),
+    ("model", "dropout", 1.0),
+    ("model", "dropout", -0.1),
+    ("train", "batch_size", 0),
+    ("train", "warmup", 1.0),
+    ("smart", "lambda_s", -1.0),
+])
+def test_out_of_range(section, key, value):
+    assert f"{section}.{key}:" in _error(_with(section, **{key: value}))
+
+
+def test_negative_lr_message():
+    message = _error(_with("train", lr=-0.001))
+    assert "train.lr" in message and "greater than 0" in message
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("head", "bilinear", ["separate", "cosine", "concat"]),
+    ("schedule", "roundrobin", ["sequential", "simultaneous"]),
+])
+def test_unknown_head_or_schedule_lists_allowed_values(field, value, allowed):
+    raw = copy.deepcopy(presets.render("paper"))
+    variant = {"label": "X", "head": "concat", "schedule": "sequential", field: value}
+    raw["variants"] = {**raw["variants"], "mine": variant}
+    message = _error(raw)
+    assert f"variants.mine.{field}" in message
+    assert repr(value) in message
+    assert "allowed" in message
+    for name in allowed:
+        assert repr(name) in message
+
+
+@pytest.mark.parametrize("section, key, value, allowed", [
+    ("train", "precision", "fp16", ["bf16", "fp32"]),
+    ("model", "pooling", "max", ["cls", "mean"]),
+    ("smart", "norm", "l1", ["inf", "l2"]),
+])
+def test_other_literals_list_allowed_values(section, key, value, allowed):
+    message = _error(_with(section, **{key: value}))
+    assert f"{section}.{key}" in message
+    for name in allowed:
+        assert repr(name) in message
+
+
+def test_dropout_must_be_a_grid_cell():
+    raw = _with("model", dropout=0.25)
+    raw["sweep"] = {**raw["sweep"], "dropout": [0.1, 0.3]}
+    message = _error(raw)
+    assert "model.dropout=0.25" in message
+    assert "sweep.dropout=[0.1, 0.3]" in message
+    assert "grid cell" in message
+
+
+def test_lambda_s_must_be_a_grid_cell():
+    raw = _with("smart", lambda_s=2.0)
+    message = _error(raw)
+    assert "smart.lambda_s=2.0" in message and "sweep.lambda_s" in message
+
+
+def test_surgery_needs_simultaneous():
+    raw = copy.deepcopy(presets.render("paper"))
+    raw["variants"] = {"bad": {"label": "B", "head": "concat", "schedule": "sequential", "surgery": True}}
+    message = _error(raw)
+    assert "variants.bad" in message and "simultaneous" in message
+
+
+@pytest.mark.parametrize("name", presets.available())
+def test_every_preset_renders_and_validates(name):
+    raw = presets.render(name)
+    params = parse_params(raw, f"preset {name}")
+    assert params.preset == name
+    # Round trip through YAML, as `smartmtl preset` writes it.
+    assert parse_params(yaml.safe_load(yaml.safe_dump(raw)), name) == params
+
+
+def test_presets_available():
+    assert set(presets.available()) >= {"paper", "laptop", "smoke"}
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        presets.render("huge")
+
+
+def test_written_preset_loads_back(tmp_path):
+    presets.write("smoke", tmp_path / "params.yaml")
+    assert load_params(tmp_path / "params.yaml") == parse_params(presets.render("smoke"))
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_committed_params_are_the_laptop_preset():
+    committed = load_params(REPO / "params.yaml")
+    assert committed == parse_params(presets.render("laptop")), (
+        "params.yaml must stay the laptop preset: run `smartmtl preset laptop`"
+    )

@@ -1,0 +1,278 @@
+"""The trainer on the real backbone with tiny data: SMART's terms, resuming, and the runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smartmtl import smart
+from smartmtl.data import load_split
+from smartmtl.heads import task_loss
+from smartmtl.runner import Layout, load_features, run
+from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
+from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
+
+from conftest import tiny_params
+
+TASKS = ("sst", "qqp", "sts")
+SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous",
+               smart=True, surgery=False, pretrained=False, dropout=0.1, lambda_s=1.0)
+
+
+def spec(**changes) -> RunSpec:
+    return dataclasses.replace(SPEC, **changes)
+
+
+@pytest.fixture(scope="module")
+def features(prepared_dir):
+    return load_features(tiny_params(prepared_dir), TASKS, "concat", splits=("train", "dev"))
+
+
+# ------------------------------------------------------------- SMART in task_objective
+
+@pytest.fixture(scope="module")
+def model(prepared_dir):
+    torch.manual_seed(0)
+    built = build_model(SPEC, tiny_params(prepared_dir))
+    built.eval()  # no dropout: only SMART's noise differs between calls
+    return built
+
+
+def _batch(features, task):
+    return features["train"][task].batch(np.arange(4))
+
+
+def _objective(model, teacher, task, features, run_spec, params, seed=0):
+    segments, labels = _batch(features, task)
+    terms = StepTerms()
+    torch.manual_seed(seed)
+    return task_objective(model, teacher, task, segments, labels, run_spec, params, terms), terms
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_smart_with_zero_weights_is_the_plain_task_loss(task, model, features, prepared_dir):
+    params = tiny_params(prepared_dir, smart={"mu": 0.0, "sigma": 1e-2, "epsilon": 1e-2})
+    teacher = smart.EmaTeacher(model, 0.99, 0.999, 0.1, 10)
+    with torch.no_grad():  # a teacher that differs from the student, so mu=0 is what silences it
+        for p in teacher.model.parameters():
+            p.add_(0.01)
+    smart_loss, smart_terms = _objective(model, teacher, task, features, spec(lambda_s=0.0), params)
+    plain_loss, plain_terms = _objective(model, None, task, features, spec(smart=False), params)
+    segments, labels = _batch(features, task)
+    with torch.no_grad():
+        direct = task_loss(task, model(task, segments), labels)
+    assert torch.equal(smart_loss, plain_loss)
+    assert torch.equal(smart_loss.detach(), direct)
+    assert set(smart_terms.sums) == set(plain_terms.sums) == {f"loss_{task}"}
+
+
+def _encoder_grad(model, teacher, task, features, run_spec, params) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    loss, terms = _objective(model, teacher, task, features, run_spec, params, seed=123)
+    loss.backward()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.shared_parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return grad, terms
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_lambda_s_scales_the_adversarial_gradient(task, model, features, prepared_dir):
+    params = tiny_params(prepared_dir, smart={"mu": 0.0, "sigma": 1e-2, "epsilon": 1e-2})
+    g0, _ = _encoder_grad(model, None, task, features, spec(lambda_s=0.0), params)
+    g1, terms1 = _encoder_grad(model, None, task, features, spec(lambda_s=1.0), params)
+    g5, terms5 = _encoder_grad(model, None, task, features, spec(lambda_s=5.0), params)
+    adversarial = terms1.sums[f"smart_{task}"]
+    assert adversarial > 0
+    assert terms5.sums[f"smart_{task}"] == adversarial  # same seed: same perturbation
+    assert not torch.allclose(g1, g5)
+    # The objective is L + lambda_s * R_s: the encoder gradient is affine in lambda_s.
+    residual = (g5 - g1) - 4 * (g1 - g0)
+    assert residual.norm() <= 1e-2 * (g5 - g1).norm()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bregman_is_zero_when_teacher_equals_student(task, model, features, prepared_dir):
+    params = tiny_params(prepared_dir, smart={"mu": 1.0})
+    teacher = smart.EmaTeacher(model, 0.99, 0.999, 0.1, 10)
+    loss, terms = _objective(model, teacher, task, features, spec(lambda_s=0.0), params)
+    assert terms.sums[f"bregman_{task}"] == 0.0
+    assert loss.item() == pytest.approx(terms.sums[f"loss_{task}"], abs=0)
+    # And it measures the distance once the teacher moves away.
+    with torch.no_grad():
+        teacher.model.heads[task].bias[0] += 1.0  # one class only: a shift of all SST logits is no change
+    moved, terms = _objective(model, teacher, task, features, spec(lambda_s=0.0), params)
+    assert terms.sums[f"bregman_{task}"] > 1e-4
+    assert moved.item() == pytest.approx(terms.sums[f"loss_{task}"] + terms.sums[f"bregman_{task}"], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------- resume
+
+RESUME_CASES = {
+    "smart_bregman": spec(),
+    "smart_bregman_surgery": spec(surgery=True),
+}
+
+
+def _resume_params(prepared_dir, **train):
+    return tiny_params(prepared_dir, train={"epochs": 2, "seed": 3, **train},
+                       smart={"mu": 1.0, "bregman": True, "sigma": 1e-3, "epsilon": 1e-3})
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared_dir, features, tmp_path_factory):
+    """One uninterrupted 2-epoch run per case (with a resume dir, so its checkpoints are kept)."""
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            directory = tmp_path_factory.mktemp(f"full_{case}") / "checkpoint"
+            epochs = []
+            model = train(RESUME_CASES[case], _resume_params(prepared_dir), features["train"], features["dev"],
+                          resume_dir=directory, on_epoch=lambda e, m: epochs.append((e, m)))
+            cache[case] = (_snapshot(model), directory, epochs)
+        return cache[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_interrupted_and_resumed_run_equals_uninterrupted(case, uninterrupted, features, prepared_dir, tmp_path):
+    # Fp32 on CPU with one thread: every step is deterministic, so the two runs must agree exactly.
+    full_state, full_dir, full_epochs = uninterrupted(case)
+    run_spec, params = RESUME_CASES[case], _resume_params(prepared_dir)
+    directory = tmp_path / "checkpoint"
+
+    first_epochs = []
+    first = train(run_spec, params, features["train"], features["dev"], resume_dir=directory,
+                  stop_after_epochs=1, on_epoch=lambda e, m: first_epochs.append((e, m)))
+    assert [e for e, _ in first_epochs] == [0]
+    assert (directory / "state.pt").exists() and (directory / "teacher.safetensors").exists()
+    after_one = _snapshot(first)
+    del first
+
+    resumed_epochs = []
+    resumed = train(run_spec, params, features["train"], features["dev"], resume_dir=directory,
+                    on_epoch=lambda e, m: resumed_epochs.append((e, m)))
+    # The logger is given the finished epoch again, then the new one.
+    assert [e for e, _ in resumed_epochs] == [0, 1]
+    assert resumed_epochs[0][1] == first_epochs[0][1]
+    resumed_state = _snapshot(resumed)
+
+    assert not _states_equal(after_one, resumed_state), "the second epoch must have trained"
+    assert _states_equal(resumed_state, full_state)
+    # The EMA teacher and the epoch's logged terms (SMART, Bregman, dev scores) agree too.
+    assert _states_equal(load_file(directory / "teacher.safetensors"), load_file(full_dir / "teacher.safetensors"))
+    for (_, mine), (_, theirs) in zip(resumed_epochs, full_epochs, strict=True):
+        mine = {k: v for k, v in mine.items() if k != "train/seconds"}
+        assert mine == {k: v for k, v in theirs.items() if k != "train/seconds"}
+        assert any(k.startswith("train/bregman_") for k in mine) and any(k.startswith("train/smart_") for k in mine)
+
+
+def test_fingerprint_depends_on_spec_and_params(prepared_dir):
+    params = _resume_params(prepared_dir)
+    assert fingerprint(SPEC, params) == fingerprint(spec(), _resume_params(prepared_dir))
+    assert fingerprint(SPEC, params) != fingerprint(SPEC, _resume_params(prepared_dir, lr=2e-5))
+    assert fingerprint(SPEC, params) != fingerprint(spec(lambda_s=5.0), params)
+    assert fingerprint(SPEC, params) != fingerprint(spec(name="other"), params)
+
+
+def test_resume_dir_from_other_parameters_is_ignored(uninterrupted, features, prepared_dir, tmp_path, caplog):
+    full_state, full_dir, _ = uninterrupted("smart_bregman")
+    directory = tmp_path / "checkpoint"
+    shutil.copytree(full_dir, directory)  # a finished 2-epoch run, written with lr 1e-5
+    other = _resume_params(prepared_dir, lr=2e-5)
+    epochs = []
+    with caplog.at_level(logging.INFO, logger="smartmtl.train"):
+        model = train(RESUME_CASES["smart_bregman"], other, features["train"], features["dev"],
+                      resume_dir=directory, stop_after_epochs=1, on_epoch=lambda e, m: epochs.append(e))
+    assert "written with other parameters" in caplog.text
+    # Trained from scratch: one fresh epoch, whose checkpoint replaced the foreign one.
+    assert epochs == [0]
+    state = torch.load(directory / "state.pt", weights_only=False)
+    assert state["run_id"] == fingerprint(RESUME_CASES["smart_bregman"], other)
+    assert len(state["history"]) == 1
+    assert not _states_equal(_snapshot(model), full_state)
+
+
+# ------------------------------------------------------------------------------- runner
+
+def _read_predictions(path):
+    lines = path.read_text().splitlines()
+    return lines[0], pd.read_csv(path)
+
+
+def _check_run_outputs(layout, name, prepared, record, tasks=TASKS):
+    model_dir = layout.model_dir(name)
+    weights = load_file(model_dir / "model.safetensors")
+    assert any(key.startswith("encoder.") for key in weights) and "heads.sst.weight" in weights
+    run_info = json.loads((model_dir / "run.json").read_text())
+    assert run_info["spec"]["name"] == name and "train" in run_info["params"]
+    for task in tasks:
+        for split in ("dev", "test"):
+            header, frame = _read_predictions(layout.predictions_dir(name) / f"{task}-{split}.csv")
+            assert header == "id,prediction"
+            assert list(frame.columns) == ["id", "prediction"]
+            expected_ids = load_split(prepared, task, split)["id"].tolist()
+            assert frame["id"].astype(str).tolist() == expected_ids  # one row per id, in order
+            values = frame["prediction"]
+            if task == "qqp":
+                assert values.dtype.kind == "i" and set(values) <= {0, 1}
+            elif task == "sst":
+                assert values.dtype.kind == "i" and set(values) <= set(range(5))
+            else:
+                assert values.dtype.kind == "f"
+                assert values.map(lambda v: float(v) != int(v)).any()  # real scores, not rounded
+    metrics = json.loads(layout.metrics_file(name).read_text())
+    assert metrics == json.loads(json.dumps(record))
+    assert set(metrics["dev"]) == {*tasks, "overall"}
+    assert not layout.resume_dir(name).exists()  # deleted once the model is complete
+    return metrics
+
+
+def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
+    params = tiny_params(prepared_dir)
+    run_spec = table2_spec(params, "concat_smart_star")
+    layout = Layout(tmp_path)
+    record = run(run_spec, params, layout)
+    metrics = _check_run_outputs(layout, run_spec.name, prepared_dir, record)
+    assert "test" not in metrics  # the test split is unlabelled
+    assert 0 <= metrics["dev"]["sst"] <= 1 and -1 <= metrics["dev"]["sts"] <= 1
+    assert (layout.live_dir(run_spec.name)).is_dir()
+
+
+def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):
+    params = tiny_params(labelled_prepared_dir)
+    run_spec = table2_spec(params, "cos_sim")
+    layout = Layout(tmp_path)
+    record = run(run_spec, params, layout)
+    metrics = _check_run_outputs(layout, run_spec.name, labelled_prepared_dir, record)
+    assert set(metrics["test"]) == {*TASKS, "overall"}
+
+
+def test_pretrain_variant_without_checkpoint(prepared_dir, tmp_path):
+    params = tiny_params(prepared_dir)
+    run_spec = table2_spec(params, "concat_smart_surgery_pretrain")
+    assert run_spec.pretrained
+    layout = Layout(tmp_path)
+    missing = layout.model_dir(PRETRAIN) / "model.safetensors"
+    with pytest.raises(FileNotFoundError) as info:
+        run(run_spec, params, layout)
+    assert str(missing) in str(info.value)
+    assert "pretrain" in str(info.value)
+    assert not layout.model_dir(run_spec.name).exists()
