@@ -136,6 +136,7 @@ class SweepParams(_Strict):
     lambda_s: list[float] = Field([1.0, 5.0], min_length=1)
     # Figure 3: SST trained alone for each lambda_s.
     sst_lambda_s: list[float] = Field([0.5, 1.0, 5.0, 10.0], min_length=1)
+    sst_epochs: int = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _ranges(self) -> SweepParams:

@@ -175,7 +175,8 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
                                   weight_decay=tp.weight_decay, fused=True)
     plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, tp.seed,
-                      epochs=tp.pretrain_epochs if spec.schedule == "pretrain" else tp.epochs,
+                      epochs={"pretrain": tp.pretrain_epochs, "sst_only": params.sweep.sst_epochs}.get(
+                          spec.schedule, tp.epochs),
                       sequential_epochs=tp.sequential_epochs.model_dump())
     total_steps = sum(len(epoch) for epoch in plan)
     warmup_steps = int(tp.warmup * total_steps)
