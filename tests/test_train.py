@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from smartmtl import smart
 from smartmtl.data import load_split
 from smartmtl.heads import task_loss
-from smartmtl.runner import Layout, load_features, run
+from smartmtl.features import load_features
+from smartmtl.runner import Layout, run
 from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 

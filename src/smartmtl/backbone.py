@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 # Short name -> (Python package that ships the model, folder inside the package).
@@ -64,4 +65,6 @@ def load_encoder(name: str, dropout: float):
     for key in ("hidden_dropout_prob", "dropout"):  # BERT-style and DistilBERT-style names
         if hasattr(config, key):
             setattr(config, key, dropout)
-    return _load(AutoModel, name, config=config)
+    # float32 master weights whatever the checkpoint's dtype (transformers 5 loads "auto");
+    # bf16 enters only through autocast.
+    return _load(AutoModel, name, config=config, dtype=torch.float32)

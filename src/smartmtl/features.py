@@ -14,6 +14,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from smartmtl.backbone import load_tokenizer
+from smartmtl.config import SPLITS, Params
+from smartmtl.data import load_split
 from smartmtl.heads import Segment, segments_for
 
 BUCKET_BATCHES = 50  # batches sorted together by length: enough to cut padding, still random
@@ -100,3 +103,16 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Evaluation order: longest first, so memory peaks at once and padding is minimal."""
     order = np.argsort(-lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def load_features(params: Params, tasks, head: str, splits=SPLITS) -> dict[str, dict[str, TaskFeatures]]:
+    """Tokenise each task's splits once: ``features[split][task]``."""
+    tokenizer = load_tokenizer(params.model.backbone)
+    return {
+        split: {
+            task: tokenize(load_split(params.data.prepared_dir, task, split), task, head, tokenizer,
+                           params.model.max_length)
+            for task in tasks
+        }
+        for split in splits
+    }

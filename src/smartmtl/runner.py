@@ -20,11 +20,9 @@ from pathlib import Path
 import pandas as pd
 from dvclive import Live
 
-from smartmtl.backbone import load_tokenizer
-from smartmtl.config import SPLITS, Params
-from smartmtl.data import load_split
+from smartmtl.config import Params
 from smartmtl.evaluate import predict, scores, task_metric
-from smartmtl.features import TaskFeatures, tokenize
+from smartmtl.features import TaskFeatures, load_features
 from smartmtl.io import atomic_path, write_json
 from smartmtl.schedules import tasks_of
 from smartmtl.train import autocast_for, is_main_process, pick_device, save_model, train
@@ -53,19 +51,6 @@ class Layout:
 
     def resume_dir(self, name: str) -> Path:
         return self.root / "checkpoints" / name
-
-
-def load_features(params: Params, tasks, head: str, splits=SPLITS) -> dict[str, dict[str, TaskFeatures]]:
-    """Tokenise each task's splits once: ``features[split][task]``."""
-    tokenizer = load_tokenizer(params.model.backbone)
-    return {
-        split: {
-            task: tokenize(load_split(params.data.prepared_dir, task, split), task, head, tokenizer,
-                           params.model.max_length)
-            for task in tasks
-        }
-        for split in splits
-    }
 
 
 def write_predictions(directory: Path, task: str, split: str, features: TaskFeatures, predictions) -> None:

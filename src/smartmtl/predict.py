@@ -1,0 +1,84 @@
+"""Use what you trained: sentiment, paraphrase probability and similarity for new text.
+
+A model is a trained ``models/<name>/`` folder (its ``run.json`` says how to rebuild it) or
+``ensemble``, whose members are read from ``metrics/ensemble.json`` and combined with the
+ensemble's own rules (mode for labels, median for scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from smartmtl.backbone import load_tokenizer
+from smartmtl.config import parse_params
+from smartmtl.ensemble import ENSEMBLE_NAME, combine
+from smartmtl.features import tokenize
+from smartmtl.io import read_json
+from smartmtl.train import build_model
+from smartmtl.variants import RunSpec
+
+SENTIMENTS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
+
+
+class PredictError(ValueError):
+    pass
+
+
+@dataclass
+class Prediction:
+    sentiment: list[int]  # one per sentence
+    paraphrase_probability: float | None  # pair only
+    paraphrase: int | None
+    similarity: float | None
+
+
+def trained_models(models_dir: Path) -> list[str]:
+    return sorted(path.parent.name for path in models_dir.glob("*/model.safetensors"))
+
+
+def _predict_one(model_dir: Path, sentences: list[str]) -> tuple[list[int], float | None, float | None]:
+    run = read_json(model_dir / "run.json")
+    spec, params = RunSpec(**run["spec"]), parse_params(run["params"], str(model_dir / "run.json"))
+    model = build_model(spec, params, model_dir / "model.safetensors").eval()
+    tokenizer = load_tokenizer(params.model.backbone)
+    with torch.no_grad():
+        single = pd.DataFrame({"id": [str(i) for i in range(len(sentences))], "sentence": sentences})
+        features = tokenize(single, "sst", spec.head, tokenizer, params.model.max_length)
+        sentiment = model("sst", features.batch(np.arange(len(sentences)))[0]).argmax(-1).tolist()
+        if len(sentences) == 1:
+            return sentiment, None, None
+        pair = pd.DataFrame({"id": ["0"], "sentence1": [sentences[0]], "sentence2": [sentences[1]]})
+        outputs = []
+        for task in ("qqp", "sts"):
+            segments = tokenize(pair, task, spec.head, tokenizer, params.model.max_length).batch(np.arange(1))[0]
+            outputs.append(float(model(task, segments)[0]))
+    return sentiment, float(torch.sigmoid(torch.tensor(outputs[0]))), outputs[1]
+
+
+def predict_text(model: str, sentences: list[str], models_dir: Path = Path("models"),
+                 ensemble_metrics: Path = Path("metrics/ensemble.json")) -> Prediction:
+    if len(sentences) not in (1, 2):
+        raise PredictError("give one sentence (sentiment) or two (sentiment, paraphrase, similarity)")
+    if model == ENSEMBLE_NAME:
+        if not ensemble_metrics.exists():
+            raise PredictError(f"{ensemble_metrics} not found: run `dvc repro ensemble` first")
+        members = read_json(ensemble_metrics)["members"]
+    else:
+        members = [model]
+    missing = [name for name in members if not (models_dir / name / "model.safetensors").exists()]
+    if missing:
+        raise PredictError(f"model(s) {', '.join(missing)} not trained; trained models: "
+                           f"{', '.join(trained_models(models_dir)) or 'none'}")
+    results = [_predict_one(models_dir / name, sentences) for name in members]
+    sentiment = combine("sst", np.array([r[0] for r in results])).tolist()
+    if len(sentences) == 1:
+        return Prediction(sentiment, None, None, None)
+    probabilities = np.array([[r[1]] for r in results])
+    paraphrase = int(combine("qqp", (probabilities > 0.5).astype(int))[0])
+    similarity = float(combine("sts", np.array([[r[2]] for r in results]))[0])
+    return Prediction(sentiment, float(np.median(probabilities)), paraphrase, similarity)

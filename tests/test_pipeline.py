@@ -1,0 +1,104 @@
+"""End to end: the real `dvc repro` on the smoke preset in a throwaway copy of the project.
+
+It checks what a user relies on: every table, figure and metrics file appears with sane
+values; a second `dvc repro` does nothing; changing one grid value reruns only what
+depends on it; a bad variant name fails with a message naming what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW_DATA = ROOT / "data" / "raw"
+SKIP = shutil.ignore_patterns(".venv", ".git", "data", "models", "predictions", "checkpoints", "dvclive",
+                              "cache", "tmp", "__pycache__", ".pytest_cache", "*.egg-info", "dvc.lock", "metrics", "plots")
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    if not (RAW_DATA / "sst" / "ids-sst-train.csv").exists():
+        pytest.fail(f"the end-to-end test needs the real data at {RAW_DATA} (`make setup` links ../shared/data)")
+    project = tmp_path_factory.mktemp("pipeline") / "project"
+    shutil.copytree(ROOT, project, ignore=SKIP)
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(RAW_DATA.resolve())
+    sh("git", "init", "-q", cwd=project)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init", cwd=project)
+    sh("smartmtl", "preset", "smoke", cwd=project)
+    sh("dvc", "repro", cwd=project)
+    return project
+
+
+def test_every_table_figure_and_metric_appears(project: Path):
+    tables = project / "metrics" / "tables"
+    for name in ("table1_data", "table2_methods", "table3_grid", "table4_ensemble"):
+        assert (tables / f"{name}.md").read_text().strip(), name
+        assert not pd.read_csv(tables / f"{name}.csv").empty, name
+    for figure in ("fig3_lambda_sst", "fig4_sst_confusion", "fig4_sts_scatter", "training_curves"):
+        assert (project / "plots" / f"{figure}.png").stat().st_size > 10_000, figure
+    report = (project / "metrics" / "report.md").read_text()
+    assert "Table 2" in report and "../plots/fig4_sts_scatter.png" in report
+
+    ensemble = json.loads((project / "metrics" / "ensemble.json").read_text())
+    assert len(ensemble["members"]) == 2
+    dev = ensemble["dev"]
+    assert 0 <= dev["sst"] <= 1 and 0 <= dev["qqp"] <= 1 and -1 <= dev["sts"] <= 1
+    assert dev["overall"] == pytest.approx((dev["sst"] + dev["qqp"] + (dev["sts"] + 1) / 2) / 3)
+    assert "test" not in ensemble  # the shipped test files carry no labels
+
+    finetuned = {path.stem for path in (project / "metrics" / "finetune").glob("*.json")}
+    assert {"pretrain", "baseline", "cos_sim", "concat", "concat_smart", "concat_smart_star",
+            "concat_smart_surgery_pretrain", "grid-d0.1-l1.0", "grid-d0.3-l1.0", "sst-l1.0", "sst-l5.0"} <= finetuned
+    predictions = pd.read_csv(project / "predictions" / "ensemble" / "qqp-test.csv")
+    assert list(predictions.columns) == ["id", "prediction"] and set(predictions["prediction"]) <= {0, 1}
+
+
+def test_metrics_and_plots_commands_work(project: Path):
+    shown = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
+    assert "ensemble.json" in shown and "grid-d0.1-l1.0.json" in shown
+    sh("dvc", "plots", "show", "--json", cwd=project)
+
+
+def test_second_repro_does_nothing_and_a_grid_change_reruns_only_its_dependents(project: Path):
+    again = sh("dvc", "repro", cwd=project).stdout
+    assert "Running stage" not in again
+
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("- 0.1\n", "- 0.2\n", 1))
+    status = sh("dvc", "status", cwd=project).stdout
+    assert "grid@0.2-1.0" in status or "grid@0.2" in status
+    assert "finetune@baseline" not in status and "sst_lambda" not in status and "prepare" not in status
+    (project / "params.yaml").write_text(params)
+
+
+def test_unknown_variant_names_what_exists(project: Path):
+    result = sh("python", "stages/finetune.py", "variant", "no_such_model", cwd=project, check=False)
+    assert result.returncode == 1
+    assert "no_such_model" in result.stderr and "concat_smart_star" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_prints_all_three_tasks(project: Path):
+    result = sh("smartmtl", "predict", "--model", "ensemble", "A fine film.", "A good movie.", cwd=project)
+    assert "sentiment:" in result.stdout and "paraphrase:" in result.stdout and "similarity:" in result.stdout
+    missing = sh("smartmtl", "predict", "--model", "nope", "x", cwd=project, check=False)
+    assert missing.returncode == 1 and "nope" in missing.stderr and "grid-d0.1-l1.0" in missing.stderr
