@@ -41,8 +41,13 @@ def peak_memory(device: torch.device) -> str:
 
 
 def hf_trainer(backbone: str, frame, steps: int, batch_size: int, device: torch.device) -> float:
-    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     class Clock(TrainerCallback):  # time the second pass, as for ours
         def on_step_end(self, args, state, control, **kwargs):

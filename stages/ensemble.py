@@ -1,4 +1,10 @@
-"""Stage: combine the ensemble members' predictions (Table 4)."""
+"""Stage `ensemble`: combine the members' predictions (Table 4).
+
+Members: ensemble.members, or with "auto" the ensemble.size best grid models by dev
+overall. SST and QQP by majority vote (a tie goes to the highest-ranked member's class),
+STS by median. Reads metrics/finetune/*.json and predictions/<member>/; writes
+predictions/ensemble/<task>-<split>.csv and metrics/ensemble.json.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +12,19 @@ from pathlib import Path
 
 import typer
 
-from smartmtl.config import ConfigError, load_params
-from smartmtl.ensemble import EnsembleError, build_ensemble
+from smartmtl.ensemble import build_ensemble
+from smartmtl.stage import PARAMS_OPTION, stage_context
 
-app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
-def main(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (reads ensemble.*, data.prepared_dir)."),
-) -> None:
-    """Combine the members' dev/test predictions: SST and QQP by majority vote (ties go to the
-    highest-ranked member), STS by median.
-
-    Members: ensemble.members, or with "auto" the ensemble.size best grid models by dev overall.
-    Reads metrics/finetune/*.json and predictions/<member>/; writes predictions/ensemble/<task>-<split>.csv
-    and metrics/ensemble.json.
-    """
-    try:
-        result = build_ensemble(load_params(params))
-    except (ConfigError, EnsembleError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
-    dev = result["dev"]
-    typer.echo(f"ensemble of {len(result['members'])} ({', '.join(result['members'])}): dev overall {dev['overall']:.3f}")
+def main(params: Path = PARAMS_OPTION) -> None:
+    """Combine the members' dev and test predictions and score them."""
+    with stage_context("ensemble", params) as settings:
+        result = build_ensemble(settings)
+    typer.echo(f"ensemble of {len(result['members'])} ({', '.join(result['members'])}): "
+               f"dev overall {result['dev']['overall']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Stage: Tables 2-4 beside the paper's numbers, and metrics/report.md."""
+"""Stage `report`: Tables 2-4 beside the paper's numbers, and metrics/report.md.
+
+Reads metrics/finetune/*.json, metrics/ensemble.json, metrics/analysis.json,
+metrics/tables/table1_data.md and the figures in plots/; writes
+metrics/tables/table{2,3,4}_*.{md,csv} and metrics/report.md.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,17 @@ from pathlib import Path
 
 import typer
 
-from smartmtl.config import ConfigError, load_params
-from smartmtl.report import ReportError, build_report
+from smartmtl.report import build_report
+from smartmtl.stage import PARAMS_OPTION, stage_context
 
-app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
-def main(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (model, smart, sweep, variants, preset, train)."),
-) -> None:
-    """Write metrics/tables/table2_methods.{md,csv}, table3_grid.{md,csv}, table4_ensemble.{md,csv}
-    and metrics/report.md from metrics/finetune/*.json, metrics/ensemble.json, metrics/analysis.json,
-    metrics/tables/table1_data.md (if present) and the figures in plots/.
-    """
-    try:
-        path = build_report(load_params(params))
-    except (ConfigError, ReportError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+def main(params: Path = PARAMS_OPTION) -> None:
+    """Write Tables 2-4 and the one-page report."""
+    with stage_context("report", params) as settings:
+        path = build_report(settings)
     typer.echo(f"wrote {path}")
 
 

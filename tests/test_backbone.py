@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import BACKBONE
 
 from smartmtl import backbone
 from smartmtl.backbone import BUNDLED, BackboneError, load_tokenizer, resolve_backbone
-
-from conftest import BACKBONE
 
 
 def test_bundled_name_resolves_to_a_local_model_dir():

@@ -351,7 +351,7 @@ def test_subsampling_is_seeded_stratified_and_keeps_order(raw, tmp_path):
     counts = {0: 80, 1: 60, 2: 30, 3: 20, 4: 10}
     _big_train(raw, "sst", counts)
     a = prepare(raw, tmp_path / "a", {"sst": 50}, seed=1)
-    b = prepare(raw, tmp_path / "b", {"sst": 50}, seed=1)
+    prepare(raw, tmp_path / "b", {"sst": 50}, seed=1)
     c = prepare(raw, tmp_path / "c", {"sst": 50}, seed=2)
     rows_a, rows_b, rows_c = (load_split(tmp_path / d, "sst", "train") for d in "abc")
     assert len(rows_a) == 50

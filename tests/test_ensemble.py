@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from smartmtl.config import parse_params
-from smartmtl.ensemble import EnsembleError, build_ensemble, combine, select_members, load_model_metrics, vote
+from smartmtl.ensemble import EnsembleError, build_ensemble, combine, load_model_metrics, select_members, vote
 from smartmtl.evaluate import overall_score
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]

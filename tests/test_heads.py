@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import BACKBONE
 
 from smartmtl.backbone import load_encoder
 from smartmtl.features import tokenize
 from smartmtl.heads import STS_MAX, MultitaskModel, segments_for, task_loss, to_predictions
-
-from conftest import BACKBONE
 
 HEADS = ("separate", "cosine", "concat")
 MAX_LENGTH = 24

@@ -136,7 +136,7 @@ def test_batches_are_at_most_batch_size(schedule):
     assert steps
     for step in steps:
         assert set(step) <= set(tasks_of(schedule))
-        for task, rows in step.items():
+        for rows in step.values():
             assert 1 <= len(rows) <= BATCH
             assert len(set(rows.tolist())) == len(rows)
 

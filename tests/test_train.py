@@ -11,17 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_params
 from safetensors.torch import load_file
 
 from smartmtl import smart
 from smartmtl.data import load_split
-from smartmtl.heads import task_loss
 from smartmtl.features import load_features
+from smartmtl.heads import task_loss
 from smartmtl.runner import Layout, run
 from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
-
-from conftest import tiny_params
 
 TASKS = ("sst", "qqp", "sts")
 SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous",

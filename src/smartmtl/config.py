@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from smartmtl.errors import UserError
+
 TASKS = ("sst", "qqp", "sts")
 SPLITS = ("train", "dev", "test")
 
@@ -20,7 +22,7 @@ Schedule = Literal["sequential", "simultaneous"]
 Precision = Literal["bf16", "fp32"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A parameter file that cannot be used; the message names the key."""
 
 

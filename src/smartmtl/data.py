@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smartmtl.config import SPLITS, TASKS
+from smartmtl.errors import UserError
 from smartmtl.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ MAX_EXAMPLES = 5
 ENCODING = "utf-8-sig"  # tolerate a byte-order mark on the header
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Raw data that cannot be prepared; the message names the file and what is wrong."""
 
 
@@ -392,7 +393,7 @@ def read_raw(raw_dir: Path, raw: RawFile) -> tuple[pd.DataFrame, FileReport]:
     for i in range(len(table)):
         line = line_numbers[i]
 
-        def issue(reason: str, column: str, value: str) -> Issue:
+        def issue(reason: str, column: str, value: str, line: int = line) -> Issue:
             return Issue(reason, raw.path, line, column, value)
 
         if field_counts is not None and field_counts[i] != len(columns):
@@ -604,3 +605,23 @@ def _write(splits: dict[tuple[str, str], SplitResult], out_dir: Path) -> None:
             columns = {name: s.frame[name].tolist() for name in schema.names}
             table = pa.Table.from_pydict(columns, schema=schema)
             pq.write_table(table, staging / output_name(task, split), compression="zstd")
+
+
+def table1_notes(result: PrepareResult, preset: str) -> list[str]:
+    """What Table 1's counts mean and how they differ from the paper's."""
+    qqp = result[("qqp", "train")].report.rows_read
+
+    def show(limits: dict) -> str:
+        return ", ".join(f"{task}={'all' if limits.get(task) is None else limits[task]}" for task in TASKS)
+
+    notes = [
+        "Ours: rows written after validation, removal of exact duplicates (train, dev) and of training "
+        "rows that also stand in dev or test, and subsampling (train_limit); without eval_limit every test row is kept.",
+        f"QQP: the training set here is a {qqp:,}-pair subset (the union of the labelled QQP pairs that "
+        "could be gathered) of the paper's 283,010 pairs, and QQP dev/test here are the two halves of the "
+        "CS224N QQP dev file, so QQP figures are not comparable with the paper's.",
+        f"Preset: {preset}; train_limit: {show(result.train_limit)}; seed: {result.seed}.",
+    ]
+    if any(v is not None for v in result.eval_limit.values()):
+        notes.append(f"eval_limit: {show(result.eval_limit)} (dev and test subsampled: a smoke run, not comparable).")
+    return notes

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from smartmtl.config import TASKS, Params
+from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import atomic_path, read_json, write_json
 
@@ -29,7 +30,7 @@ ENSEMBLE_NAME = "ensemble"
 PREDICTION_SPLITS = ("dev", "test")
 
 
-class EnsembleError(RuntimeError):
+class EnsembleError(UserError, RuntimeError):
     """The ensemble cannot be built from what was trained; the message says why."""
 
 

@@ -17,6 +17,7 @@ import torch
 from smartmtl.backbone import load_tokenizer
 from smartmtl.config import parse_params
 from smartmtl.ensemble import ENSEMBLE_NAME, combine
+from smartmtl.errors import UserError
 from smartmtl.features import tokenize
 from smartmtl.io import read_json
 from smartmtl.train import build_model
@@ -25,7 +26,7 @@ from smartmtl.variants import RunSpec
 SENTIMENTS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     pass
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from smartmtl.config import Params
 from smartmtl.ensemble import load_model_metrics
+from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
 
 METRICS = ("sst", "qqp", "sts", "overall")
@@ -65,7 +66,7 @@ TABLE3 = "table3_grid"
 TABLE4 = "table4_ensemble"
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError, RuntimeError):
     """The report cannot be built; the message says why."""
 
 
@@ -180,7 +181,7 @@ def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
             elif len(matches) > 1:
                 notes.append(f"lambda_s={lambda_s:g}, dropout={dropout:g}: several grid models match ({', '.join(matches)}); {name} is shown.")
             paper = next(
-                (values for (l, d), values in PAPER_TABLE3.items() if math.isclose(l, lambda_s) and math.isclose(d, dropout)),
+                (values for (lam, d), values in PAPER_TABLE3.items() if math.isclose(lam, lambda_s) and math.isclose(d, dropout)),
                 None,
             )
             rows.append({"lambda_s": lambda_s, "Dropout": dropout, **_side_by_side(_ours(metrics.get(name) if name else None), paper)})

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from dvclive import Live
 
+from dvclive import Live
 from smartmtl.config import Params
 from smartmtl.evaluate import predict, scores, task_metric
 from smartmtl.features import TaskFeatures, load_features

@@ -14,21 +14,10 @@ from pathlib import Path
 
 import typer
 
-from smartmtl.config import ConfigError, Params, load_params
+from smartmtl.config import Params, load_params
+from smartmtl.errors import UserError
 
-log = logging.getLogger("smartmtl")
-
-
-class UserError(Exception):
-    """Base for errors caused by input or parameters, not by the code."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from smartmtl.backbone import BackboneError
-    from smartmtl.data import DataError
-    from smartmtl.variants import VariantError
-
-    return (UserError, ConfigError, DataError, BackboneError, VariantError, FileNotFoundError)
+PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="The parameter file.")
 
 
 @contextlib.contextmanager
@@ -36,6 +25,6 @@ def stage_context(stage: str, params_path: Path) -> Iterator[Params]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         yield load_params(params_path)
-    except user_errors() as error:
+    except (UserError, FileNotFoundError) as error:
         print(f"{stage}: {error}", file=sys.stderr)
         raise typer.Exit(code=1) from None

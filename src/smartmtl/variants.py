@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from smartmtl.config import Params
+from smartmtl.errors import UserError
 
 PRETRAIN = "pretrain"
 
 
-class VariantError(ValueError):
+class VariantError(UserError, ValueError):
     pass
 
 
