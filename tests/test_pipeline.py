@@ -84,9 +84,9 @@ def test_second_repro_does_nothing_and_a_grid_change_reruns_only_its_dependents(
 
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace("- 0.1\n", "- 0.2\n", 1))
-    status = sh("dvc", "status", cwd=project).stdout
-    assert "grid@0.2-1.0" in status or "grid@0.2" in status
-    assert "finetune@baseline" not in status and "sst_lambda" not in status and "prepare" not in status
+    changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
+    assert "grid@0.2-1.0" in changed
+    assert not {stage for stage in changed if stage.split("@")[0] in ("prepare", "pretrain", "finetune", "sst_lambda")}
     (project / "params.yaml").write_text(params)
 
 
@@ -102,3 +102,15 @@ def test_predict_prints_all_three_tasks(project: Path):
     assert "sentiment:" in result.stdout and "paraphrase:" in result.stdout and "similarity:" in result.stdout
     missing = sh("smartmtl", "predict", "--model", "nope", "x", cwd=project, check=False)
     assert missing.returncode == 1 and "nope" in missing.stderr and "grid-d0.1-l1.0" in missing.stderr
+
+
+def test_experiment_workflow(project: Path):
+    """`dvc exp run -S` runs an experiment that `dvc exp show` lists and `dvc metrics diff` compares."""
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "smoke results", cwd=project)
+    run = sh("dvc", "exp", "run", "-S", "sweep.sst_epochs=1", cwd=project).stdout
+    assert "Running stage 'sst_lambda@1.0'" in run and "Running stage 'grid" not in run
+    shown = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout))
+    assert '"sst_epochs": 1' in shown  # the experiment's parameter, as DVC records it
+    diff = sh("dvc", "metrics", "diff", "--json", cwd=project).stdout
+    assert "sst-l1.0.json" in diff
