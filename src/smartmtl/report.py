@@ -107,7 +107,14 @@ def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]
         f"Preset '{params.preset}': {train.epochs} epochs, batch size {train.batch_size}, lr {train.lr:g}, "
         f"train_limit {limit_text}, precision {train.precision} (paper: 10 epochs, batch size 8, lr 1e-5, full data)."
     )
-    return [backbone_note, data_note, settings_note]
+    smart = params.smart
+    smart_note = (
+        f"SMART: {smart.steps} ascent step(s) of size {smart.eta:g} ({smart.update}, {smart.norm}-norm ball of radius "
+        f"{smart.epsilon:g}), perturbed forwards in {'float32' if smart.fp32_perturbation else 'bf16'}, "
+        f"Bregman {'on' if smart.bregman else 'off'} (mu {smart.mu:g}); the paper's reference settings are 1 step, "
+        "float32."
+    )
+    return [backbone_note, data_note, settings_note, smart_note]
 
 
 # -------------------------------------------------------------------------- tables
