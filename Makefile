@@ -23,11 +23,12 @@ data/raw:
 	@if [ -d "$(SHARED_DATA)" ]; then ln -sfn "$$(cd "$(SHARED_DATA)" && pwd)" data/raw && echo "data/raw -> $(SHARED_DATA)"; \
 	else echo "No data at $(SHARED_DATA): link your copy to data/raw or set data.raw_dir in params.yaml"; fi
 
+# Stage commands call `python`: the venv's must come first on PATH.
 repro: setup
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: setup
-	$(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
