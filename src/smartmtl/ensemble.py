@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from smartmtl.config import TASKS, Params
+from smartmtl.data import load_split, output_name
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import atomic_path, read_json, write_json
@@ -64,10 +65,9 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 def read_prepared(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame | None:
     """The prepared split with ``id`` as strings, or None when the file does not exist."""
-    path = Path(prepared_dir) / f"{task}-{split}.parquet"
-    if not path.exists():
+    if not (Path(prepared_dir) / output_name(task, split)).exists():
         return None
-    frame = pd.read_parquet(path)
+    frame = load_split(prepared_dir, task, split)
     frame["id"] = frame["id"].astype(str)
     return frame
 
