@@ -9,8 +9,7 @@ head only receives its own task's gradient.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -107,58 +106,26 @@ def assign_flat_grad(params: Iterable[nn.Parameter], flat: Tensor) -> None:
         offset += p.numel()
 
 
-@dataclass
-class SurgeryResult:
-    """What :func:`surgery_backward` did: the combined shared gradient and, for logging, the
-    cosine similarity of each pair of original task gradients (``"a/b"`` keys)."""
-
-    grad: Tensor
-    cosines: dict[str, float]
-
-
 def surgery_backward(
-    losses: Mapping[str, Tensor],
+    task_backwards: Iterable[Callable[[], None]],
     shared_params: Sequence[nn.Parameter],
     reduction: Literal["sum", "mean"] = "sum",
     generator: torch.Generator | None = None,
-    retain_graph: bool = False,
-) -> SurgeryResult:
-    """Backward every task loss separately and give the shared parameters PCGrad's gradient.
+) -> None:
+    """Run each task's backward in turn and give the shared parameters PCGrad's gradient.
 
-    For each task: clear the shared grads, ``loss.backward()``, keep the flat shared gradient
-    (one vector per task). Then the shared parameters' ``.grad`` = ``project_conflicting``
-    of those vectors, plus whatever shared gradient was already there on entry (so gradient
-    accumulation over micro-batches still works). All other parameters (the heads) just
-    accumulate their gradients as usual; a head used by one task gets exactly that task's
-    gradient. Pass ``retain_graph=True`` only if the losses share one autograd graph (e.g.
-    computed from a single forward of the trunk).
+    ``task_backwards`` are callables, one per task, each computing its loss and calling
+    ``backward()``: only one task's graph is alive at a time. After each, the shared
+    gradient is set aside as one flat vector and cleared; then the shared ``.grad`` becomes
+    ``project_conflicting`` of those vectors. Other parameters (the heads) accumulate as
+    usual, so a head used by one task gets exactly that task's gradient. Shared gradients
+    present on entry are discarded.
     """
     shared_params = list(shared_params)
-    names = [name for name, loss in losses.items() if loss is not None]
-    if not names:
-        raise ValueError("no losses")
-    prior = None
-    if any(p.grad is not None for p in shared_params):
-        prior = flatten_grads(shared_params)
-
     task_grads: list[Tensor] = []
-    for k, name in enumerate(names):
+    for backward in task_backwards:
         for p in shared_params:
             p.grad = None
-        losses[name].backward(retain_graph=retain_graph and k < len(names) - 1)
+        backward()
         task_grads.append(flatten_grads(shared_params))
-
-    cosines: dict[str, float] = {}
-    norms = [float(g.norm()) for g in task_grads]
-    for a in range(len(names)):
-        for b in range(a + 1, len(names)):
-            denom = norms[a] * norms[b]
-            dot = float(torch.dot(task_grads[a], task_grads[b]))
-            cosines[f"{names[a]}/{names[b]}"] = dot / denom if denom > 0 else 0.0
-
-    combined = project_conflicting(task_grads, generator=generator, reduction=reduction)
-    del task_grads
-    if prior is not None:
-        combined.add_(prior)
-    assign_flat_grad(shared_params, combined)
-    return SurgeryResult(grad=combined, cosines=cosines)
+    assign_flat_grad(shared_params, project_conflicting(task_grads, generator=generator, reduction=reduction))

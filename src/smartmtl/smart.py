@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -332,11 +331,3 @@ class EmaTeacher:
 def bregman_loss(student_output: Tensor, teacher_output: Tensor, divergence: Divergence) -> Tensor:
     """Bregman proximal point term: divergence(student, teacher) with the teacher detached."""
     return divergence(student_output, teacher_output.detach())
-
-
-@dataclass
-class SmartTerms:
-    """The two SMART regularisers of one batch (scalars with graph)."""
-
-    adversarial: Tensor
-    bregman: Tensor

@@ -14,6 +14,7 @@ interrupted run started again continues from its last finished epoch and ends th
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -194,25 +195,24 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     done = len(history)
     step = sum(len(epoch) for epoch in plan[:done])
 
+    def task_backward(task: str, indices: np.ndarray, terms: StepTerms) -> None:
+        segments, labels = train_data[task].batch(indices, device)
+        with autocast():
+            loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
+        loss.backward()  # one task's graph at a time
+
     for epoch in range(done, len(plan)):
         terms, started = StepTerms(), time.perf_counter()
         for batches in plan[epoch]:
             for group in optimizer.param_groups:
                 group["lr"] = tp.lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else tp.lr
             optimizer.zero_grad(set_to_none=True)
-            task_grads = []
-            for task, indices in batches.items():
-                segments, labels = train_data[task].batch(indices, device)
-                with autocast():
-                    loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
-                loss.backward()  # one task's graph at a time; the gradients add up
-                if spec.surgery:
-                    task_grads.append(pcgrad.flatten_grads(shared))
-                    for parameter in shared:
-                        parameter.grad = None
+            backwards = [functools.partial(task_backward, task, indices, terms) for task, indices in batches.items()]
             if spec.surgery:
-                combined = pcgrad.project_conflicting(task_grads, surgery_rng, params.surgery.reduction)
-                pcgrad.assign_flat_grad(shared, combined)
+                pcgrad.surgery_backward(backwards, shared, params.surgery.reduction, surgery_rng)
+            else:
+                for backward in backwards:  # the gradients add up, as for the summed loss
+                    backward()
             if tp.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
             optimizer.step()
