@@ -112,7 +112,8 @@ def test_table_notes_state_differences(root):
     markdown = (root / "metrics" / "tables" / "table3_grid.md").read_text()
     assert "all-MiniLM-L6-v2" in markdown and "BERT-base" in markdown
     assert "Quora" in markdown and "283,010" in markdown
-    assert "Preset 'laptop'" in markdown and "2 epochs" in markdown and "batch size 16" in markdown
+    assert "Preset 'laptop'" in markdown and "2 epoch(s)" in markdown and "batch size 16" in markdown
+    assert f"{make_params().model.pooling} pooling" in markdown
 
 
 def test_table3_grid_with_paper_cells(root):

@@ -104,8 +104,9 @@ def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]
     limit_text = ", ".join(f"{task}={value}" for task, value in limits.items() if value is not None) or "none"
     train = params.train
     settings_note = (
-        f"Preset '{params.preset}': {train.epochs} epochs, batch size {train.batch_size}, lr {train.lr:g}, "
-        f"train_limit {limit_text}, precision {train.precision} (paper: 10 epochs, batch size 8, lr 1e-5, full data)."
+        f"Preset '{params.preset}': {train.epochs} epoch(s), batch size {train.batch_size}, lr {train.lr:g}, "
+        f"train_limit {limit_text}, {params.model.pooling} pooling, precision {train.precision} "
+        "(paper: 10 epochs, batch size 8, lr 1e-5, full data, [CLS])."
     )
     smart = params.smart
     smart_note = (
