@@ -23,13 +23,13 @@ import time
 import numpy as np
 import torch
 
-from smartmtl import pcgrad, smart
+from smartmtl import smart
 from smartmtl.backbone import load_tokenizer, resolve_backbone
 from smartmtl.config import parse_params
 from smartmtl.data import load_split
 from smartmtl.features import bucketed_batches, tokenize
 from smartmtl.presets import render
-from smartmtl.train import StepTerms, autocast_for, build_model, pick_device, task_objective
+from smartmtl.train import StepTerms, autocast_for, build_model, pick_device, step_gradients
 from smartmtl.variants import RunSpec
 
 
@@ -81,7 +81,7 @@ def ours(params, features: dict, batches: list[dict], spec: RunSpec, device, pre
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     teacher = smart.EmaTeacher(model, 0.99, 0.999, 0.1, len(batches)) if spec.smart else None
     autocast = autocast_for(device, precision)
-    shared = model.shared_parameters()
+    surgery_rng = torch.Generator().manual_seed(0)
     # Two passes over the same batches, the first untimed: every batch length is a new
     # shape, and the first sight of a shape pays for kernel selection (notably on CUDA).
     examples = 0
@@ -91,19 +91,8 @@ def ours(params, features: dict, batches: list[dict], spec: RunSpec, device, pre
                 torch.cuda.synchronize()
             examples, started = 0, time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        grads = []
-        for task, indices in batch.items():
-            segments, labels = features[task].batch(indices, device)
-            with autocast():
-                loss = task_objective(model, teacher, task, segments, labels, spec, params, StepTerms())
-            loss.backward()
-            examples += len(indices)
-            if spec.surgery:
-                grads.append(pcgrad.flatten_grads(shared))
-                for parameter in shared:
-                    parameter.grad = None
-        if spec.surgery:
-            pcgrad.assign_flat_grad(shared, pcgrad.project_conflicting(grads))
+        step_gradients(model, teacher, batch, features, spec, params, StepTerms(), device, autocast, surgery_rng)
+        examples += sum(len(indices) for indices in batch.values())
         optimizer.step()
         if teacher is not None:
             teacher.update(model, step)

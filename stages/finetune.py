@@ -11,16 +11,15 @@ from pathlib import Path
 import typer
 
 from smartmtl.runner import run
-from smartmtl.stage import stage_context
+from smartmtl.stage import PARAMS_OPTION, stage_context
 from smartmtl.variants import grid_spec, sst_lambda_spec, table2_spec
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-PARAMS = typer.Option(Path("params.yaml"), "--params", help="Parameter file.")
 
 
 @app.command()
 def variant(name: str = typer.Argument(..., help="A key of `variants` in params.yaml (a Table 2 row)."),
-            params: Path = PARAMS) -> None:
+            params: Path = PARAMS_OPTION) -> None:
     """Train a Table 2 model, as `variants.<name>` in params.yaml describes it."""
     with stage_context("finetune", params) as settings:
         run(table2_spec(settings, name), settings)
@@ -30,7 +29,7 @@ def variant(name: str = typer.Argument(..., help="A key of `variants` in params.
 def grid(name: str = typer.Option(..., help="Output name, e.g. grid-d0.1-l5."),
          dropout: float = typer.Option(..., help="A value of sweep.dropout."),
          lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.lambda_s."),
-         params: Path = PARAMS) -> None:
+         params: Path = PARAMS_OPTION) -> None:
     """Train Concat+SMART+Pretrain at one dropout x lambda_s cell of Table 3."""
     with stage_context("finetune", params) as settings:
         run(grid_spec(settings, name, dropout, lambda_s), settings)
@@ -39,7 +38,7 @@ def grid(name: str = typer.Option(..., help="Output name, e.g. grid-d0.1-l5."),
 @app.command("sst-lambda")
 def sst_lambda(name: str = typer.Option(..., help="Output name, e.g. sst-l0.5."),
                lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.sst_lambda_s."),
-               params: Path = PARAMS) -> None:
+               params: Path = PARAMS_OPTION) -> None:
     """Train SST alone with SMART at one lambda_s (Figure 3)."""
     with stage_context("finetune", params) as settings:
         run(sst_lambda_spec(settings, name, lambda_s), settings)

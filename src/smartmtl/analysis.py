@@ -25,10 +25,10 @@ from scipy.stats import gaussian_kde  # noqa: E402
 
 from smartmtl.config import Params  # noqa: E402
 from smartmtl.ensemble import ENSEMBLE_NAME, load_model_metrics, read_predictions, read_prepared  # noqa: E402
-from smartmtl.errors import UserError
+from smartmtl.errors import UserError  # noqa: E402
+from smartmtl.heads import SST_CLASSES  # noqa: E402
 from smartmtl.io import atomic_path, write_json  # noqa: E402
 
-SST_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
 LOSS_TASKS = ("sst", "qqp", "sts")
 
 # The output file names, relative to the plots directory (for dvc.yaml and the report).
@@ -84,7 +84,7 @@ def _joined(predictions: pd.DataFrame, prepared: pd.DataFrame, task: str) -> pd.
 
 def sst_confusion(joined: pd.DataFrame) -> np.ndarray:
     """5 x 5 counts, rows = actual label, columns = predicted label."""
-    counts = np.zeros((len(SST_LABELS), len(SST_LABELS)), dtype=np.int64)
+    counts = np.zeros((len(SST_CLASSES), len(SST_CLASSES)), dtype=np.int64)
     np.add.at(counts, (joined["label"].astype(int).to_numpy(), joined["prediction"].astype(int).to_numpy()), 1)
     return counts
 
@@ -112,8 +112,8 @@ def most_confidently_wrong_sst(joined: pd.DataFrame) -> dict | None:
         "sentence": str(row.get("sentence", "")),
         "gold": int(row["label"]),
         "prediction": int(row["prediction"]),
-        "gold_name": SST_LABELS[int(row["label"])],
-        "prediction_name": SST_LABELS[int(row["prediction"])],
+        "gold_name": SST_CLASSES[int(row["label"])],
+        "prediction_name": SST_CLASSES[int(row["prediction"])],
         "rule": rule,
     }
 
@@ -122,7 +122,7 @@ def plot_sst_confusion(counts: np.ndarray, destination: Path, example: dict | No
     totals = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     figure, axes = plt.subplots(1, 2, figsize=(13, 6.2))
-    short = [f"{index}\n{name}" for index, name in enumerate(SST_LABELS)]
+    short = [f"{index}\n{name}" for index, name in enumerate(SST_CLASSES)]
     for axis, values, panel in ((axes[0], counts, "counts"), (axes[1], normalised, "row-normalised (recall)")):
         image = axis.imshow(values, cmap="Blues", vmin=0)
         for row in range(values.shape[0]):
@@ -381,8 +381,8 @@ def run_analysis(
 
     totals = counts.sum(axis=1)
     recall = {
-        SST_LABELS[index]: (float(counts[index, index] / totals[index]) if totals[index] else None)
-        for index in range(len(SST_LABELS))
+        SST_CLASSES[index]: (float(counts[index, index] / totals[index]) if totals[index] else None)
+        for index in range(len(SST_CLASSES))
     }
     best_lambda = None
     if not curves.empty:

@@ -11,7 +11,8 @@ import typer
 
 from smartmtl import presets
 from smartmtl.config import ConfigError
-from smartmtl.predict import SENTIMENTS, PredictError, predict_text
+from smartmtl.heads import SST_CLASSES
+from smartmtl.predict import PredictError, predict_text
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
@@ -38,7 +39,7 @@ def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or tw
         typer.echo(f"predict: {error}", err=True)
         raise typer.Exit(1) from None
     for sentence, label in zip(sentences, result.sentiment, strict=True):
-        typer.echo(f"sentiment: {label} ({SENTIMENTS[label]})  <- {sentence}")
+        typer.echo(f"sentiment: {label} ({SST_CLASSES[label]})  <- {sentence}")
     if result.similarity is not None:
         typer.echo(f"paraphrase: {'yes' if result.paraphrase else 'no'} (probability {result.paraphrase_probability:.3f})")
         typer.echo(f"similarity: {result.similarity:.2f} / 5")

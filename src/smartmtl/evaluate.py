@@ -9,7 +9,7 @@ import torch
 from scipy.stats import pearsonr
 
 from smartmtl.features import sorted_batches
-from smartmtl.heads import to_predictions
+from smartmtl.heads import SST_CLASSES, to_predictions
 
 METRIC_NAMES = {"sst": "accuracy", "qqp": "accuracy", "sts": "pearson"}
 
@@ -45,7 +45,7 @@ def predict(model, features, task: str, batch_size: int, device, autocast) -> tu
     """Predictions for every row of ``features`` in its own order, and the raw outputs."""
     was_training = model.training
     model.eval()
-    outputs = torch.empty((len(features), 5) if task == "sst" else (len(features),))
+    outputs = torch.empty((len(features), len(SST_CLASSES)) if task == "sst" else (len(features),))
     with torch.no_grad(), autocast():
         for indices in sorted_batches(features.lengths, batch_size):
             segments, _ = features.batch(indices, device)

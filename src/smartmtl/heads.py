@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 Segment = dict[str, Tensor]  # input_ids, attention_mask and, where the model has them, token_type_ids
 PAIR_TASKS = ("qqp", "sts")
+SST_CLASSES = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
 STS_MAX = 5.0
 
 
@@ -57,7 +58,7 @@ class MultitaskModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         pair_width = {"separate": 2 * hidden, "cosine": 3 * hidden, "concat": hidden}[head]
-        self.heads = nn.ModuleDict({"sst": nn.Linear(hidden, 5), "qqp": nn.Linear(pair_width, 1)})
+        self.heads = nn.ModuleDict({"sst": nn.Linear(hidden, len(SST_CLASSES)), "qqp": nn.Linear(pair_width, 1)})
         if head != "cosine":  # cosine regression has no parameters of its own
             self.heads["sts"] = nn.Linear(pair_width, 1)
 

@@ -23,8 +23,6 @@ from smartmtl.io import read_json
 from smartmtl.train import build_model
 from smartmtl.variants import RunSpec
 
-SENTIMENTS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
-
 
 class PredictError(UserError, ValueError):
     pass

@@ -117,6 +117,27 @@ def task_objective(model, teacher, task: str, segments, labels, spec: RunSpec, p
     return loss
 
 
+def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: dict[str, TaskFeatures],
+                   spec: RunSpec, params: Params, terms: StepTerms, device, autocast,
+                   surgery_rng: torch.Generator) -> None:
+    """The gradients of one optimizer step: each task's objective back-propagated in turn, so
+    only one task's graph is alive at a time. Without surgery they add up, as for the summed
+    loss; with surgery PCGrad combines the shared encoder's per-task gradients."""
+
+    def task_backward(task: str, indices: np.ndarray) -> None:
+        segments, labels = train_data[task].batch(indices, device)
+        with autocast():
+            loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
+        loss.backward()
+
+    backwards = [functools.partial(task_backward, task, indices) for task, indices in batches.items()]
+    if spec.surgery:
+        pcgrad.surgery_backward(backwards, model.shared_parameters(), params.surgery.reduction, surgery_rng)
+    else:
+        for backward in backwards:
+            backward()
+
+
 # --- resume checkpoints -------------------------------------------------------------------
 
 def fingerprint(spec: RunSpec, params: Params) -> str:
@@ -186,7 +207,6 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
         teacher = smart.EmaTeacher(model, params.smart.beta_early, params.smart.beta_late,
                                    params.smart.beta_switch, total_steps)
     surgery_rng = torch.Generator().manual_seed(tp.seed)
-    shared = model.shared_parameters()
 
     run_id = fingerprint(spec, params)
     history = load_resume(resume_dir, model, optimizer, teacher, run_id, surgery_rng) if resume_dir else []
@@ -195,24 +215,13 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     done = len(history)
     step = sum(len(epoch) for epoch in plan[:done])
 
-    def task_backward(task: str, indices: np.ndarray, terms: StepTerms) -> None:
-        segments, labels = train_data[task].batch(indices, device)
-        with autocast():
-            loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
-        loss.backward()  # one task's graph at a time
-
     for epoch in range(done, len(plan)):
         terms, started = StepTerms(), time.perf_counter()
         for batches in plan[epoch]:
             for group in optimizer.param_groups:
                 group["lr"] = tp.lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else tp.lr
             optimizer.zero_grad(set_to_none=True)
-            backwards = [functools.partial(task_backward, task, indices, terms) for task, indices in batches.items()]
-            if spec.surgery:
-                pcgrad.surgery_backward(backwards, shared, params.surgery.reduction, surgery_rng)
-            else:
-                for backward in backwards:  # the gradients add up, as for the summed loss
-                    backward()
+            step_gradients(model, teacher, batches, train_data, spec, params, terms, device, autocast, surgery_rng)
             if tp.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
             optimizer.step()
