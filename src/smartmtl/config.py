@@ -85,6 +85,9 @@ class TrainParams(_Strict):
     warmup: float = Field(0.0, ge=0, lt=1)
     precision: Precision = "bf16"
     seed: int = 0
+    # The command dvc.yaml starts the training stages with: `python`, or for several GPUs
+    # `torchrun --nproc_per_node 4` (or `accelerate launch`); see smartmtl.distributed.
+    launcher: str = Field("python", min_length=1)
 
 
 class SmartParams(_Strict):

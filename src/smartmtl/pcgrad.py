@@ -111,6 +111,7 @@ def surgery_backward(
     shared_params: Sequence[nn.Parameter],
     reduction: Literal["sum", "mean"] = "sum",
     generator: torch.Generator | None = None,
+    average: Callable[[Tensor], Tensor] = lambda flat: flat,
 ) -> None:
     """Run each task's backward in turn and give the shared parameters PCGrad's gradient.
 
@@ -119,7 +120,8 @@ def surgery_backward(
     gradient is set aside as one flat vector and cleared; then the shared ``.grad`` becomes
     ``project_conflicting`` of those vectors. Other parameters (the heads) accumulate as
     usual, so a head used by one task gets exactly that task's gradient. Shared gradients
-    present on entry are discarded.
+    present on entry are discarded. ``average`` is applied to each task's vector before
+    surgery: several processes average theirs, so that surgery sees the whole batch's.
     """
     shared_params = list(shared_params)
     task_grads: list[Tensor] = []
@@ -127,5 +129,5 @@ def surgery_backward(
         for p in shared_params:
             p.grad = None
         backward()
-        task_grads.append(flatten_grads(shared_params))
+        task_grads.append(average(flatten_grads(shared_params)))
     assign_flat_grad(shared_params, project_conflicting(task_grads, generator=generator, reduction=reduction))

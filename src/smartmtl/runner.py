@@ -20,12 +20,14 @@ from pathlib import Path
 import pandas as pd
 
 from dvclive import Live
+from smartmtl import distributed
 from smartmtl.config import Params
+from smartmtl.distributed import is_main_process
 from smartmtl.evaluate import predict, scores, task_metric
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.io import atomic_path, write_json
 from smartmtl.schedules import tasks_of
-from smartmtl.train import autocast_for, is_main_process, pick_device, save_model, train
+from smartmtl.train import autocast_for, pick_device, save_model, train
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
                   resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
                   stop_after_epochs=stop_after_epochs)
     train_seconds = time.perf_counter() - started
+    distributed.stop()  # rank 0 scores and saves alone
     if live:
         live.end()
     if stop_after_epochs is not None or not is_main_process():

@@ -9,6 +9,7 @@ per task) and PCGrad combines them.
 
 After each epoch the loop scores the dev set, logs, and saves a resume checkpoint, so an
 interrupted run started again continues from its last finished epoch and ends the same.
+Under torchrun each process trains its slice of every batch (:mod:`smartmtl.distributed`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from smartmtl import pcgrad, smart
+from smartmtl import distributed, pcgrad, smart
 from smartmtl.backbone import load_encoder
 from smartmtl.config import Params
 from smartmtl.evaluate import evaluate
@@ -44,17 +45,13 @@ log = logging.getLogger(__name__)
 # --- device, precision and processes: the only places that know about hardware ---------
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's GPU (torchrun starts one process per GPU), else the CPU."""
+    return torch.device("cuda", distributed.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def autocast_for(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
     """bf16 autocast on CUDA and on CPUs (AMX/AVX-512 make it fast), or plain fp32."""
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def is_main_process() -> bool:
-    """Rank 0 logs and saves; the others only train (torchrun / Accelerate set the rank)."""
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
 # --- the model a run starts from ---------------------------------------------------------
@@ -125,17 +122,20 @@ def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: d
     loss; with surgery PCGrad combines the shared encoder's per-task gradients."""
 
     def task_backward(task: str, indices: np.ndarray) -> None:
-        segments, labels = train_data[task].batch(indices, device)
+        segments, labels = train_data[task].batch(distributed.shard(indices), device)
         with autocast():
             loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
         loss.backward()
 
     backwards = [functools.partial(task_backward, task, indices) for task, indices in batches.items()]
     if spec.surgery:
-        pcgrad.surgery_backward(backwards, model.shared_parameters(), params.surgery.reduction, surgery_rng)
+        pcgrad.surgery_backward(backwards, model.shared_parameters(), params.surgery.reduction, surgery_rng,
+                                average=distributed.average_)
+        distributed.average_gradients(list(model.heads.parameters()))
     else:
         for backward in backwards:
             backward()
+        distributed.average_gradients(list(model.parameters()))
 
 
 # --- resume checkpoints -------------------------------------------------------------------
@@ -186,12 +186,14 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
           on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
           stop_after_epochs: int | None = None) -> MultitaskModel:
     tp = params.train
-    torch.manual_seed(tp.seed)
+    distributed.start()
+    torch.manual_seed(tp.seed + distributed.rank())  # processes draw their own dropout and SMART noise
     device = pick_device()
     autocast = autocast_for(device, tp.precision)
     tasks = tasks_of(spec.schedule)
 
     model = build_model(spec, params, init).to(device)
+    distributed.broadcast_parameters(model)
     model.train()
     # fused: one kernel for all parameters; on this CPU it cuts the step's optimizer time 5x.
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
@@ -236,7 +238,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
                  ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
         history.append({**{f"dev/{k}": v for k, v in metrics.items()},
                         **{f"train/{k}": v for k, v in terms.means().items()}, "train/seconds": seconds})
-        if is_main_process():
+        if distributed.is_main_process():
             on_epoch(epoch, history[-1])
             if resume_dir:
                 save_resume(resume_dir, history, model, optimizer, teacher, run_id, surgery_rng)
