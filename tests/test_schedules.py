@@ -71,6 +71,17 @@ def test_sequential_skips_a_task_with_zero_epochs():
     assert [next(iter(epoch[0])) for epoch in plan] == ["sts", "sst"]
 
 
+def test_sequential_fractional_epochs_train_on_part_of_a_task():
+    lengths = _sizes(sst=9, qqp=40, sts=7)
+    plan = sequential_plan(lengths, BATCH, {"qqp": 0.3, "sts": 1.5, "sst": 1}, seed=0)
+    qqp, sts_full, sts_half, sst = plan
+    assert len(qqp) == 3, "0.3 of QQP's 10 batches"
+    qqp_rows = np.concatenate([step["qqp"] for step in qqp])
+    assert len(set(qqp_rows.tolist())) == len(qqp_rows) == 12, "a partial pass repeats no row"
+    assert len(sts_full) == 2 and len(sts_half) == 1 and len(sst) == 3
+    assert assert_consecutive_passes(_task_batches(plan, "sts"), 7) == 1
+
+
 # ---------------------------------------------------------------------- simultaneous
 
 @pytest.mark.parametrize("n_qqp", [7, 30])

@@ -40,9 +40,10 @@ class PerTask(_Strict):
 
 
 class TaskEpochs(_Strict):
-    sst: int = Field(10, ge=0)
-    qqp: int = Field(2, ge=0)
-    sts: int = Field(10, ge=0)
+    # Fractions are allowed: 0.3 is one pass over a random 30 % of the task.
+    sst: float = Field(10, ge=0)
+    qqp: float = Field(2, ge=0)
+    sts: float = Field(10, ge=0)
 
 
 class DataParams(_Strict):

@@ -4,7 +4,8 @@ A plan is a list of epochs; an epoch a list of steps; a step maps each task it t
 the row indices of its batch. Plans are pure functions of the dataset sizes and the seed,
 so a run resumed at epoch e rebuilds the same plan and continues exactly where it stopped.
 
-- ``sequential``: QQP, then STS, then SST, each for its own number of epochs;
+- ``sequential``: QQP, then STS, then SST, each for its own number of epochs (a fraction
+  such as 0.3 trains on a random 30 % of the task);
 - ``simultaneous``: an epoch is one pass over SST; each step takes one batch of every
   task; STS cycles within the epoch; QQP continues across epochs, so over all epochs
   training walks through QQP rather than seeing its first batches again and again;
@@ -33,13 +34,15 @@ def batch_stream(lengths: np.ndarray, batch_size: int, seed: int, task: str) -> 
         yield from bucketed_batches(lengths, batch_size, generator)
 
 
-def _single_task(task: str, lengths: np.ndarray, batch_size: int, epochs: int, seed: int) -> Plan:
+def _single_task(task: str, lengths: np.ndarray, batch_size: int, epochs: float, seed: int) -> Plan:
+    """``epochs`` passes over one task; a fraction ends with a partial pass (its own epoch)."""
     stream = batch_stream(lengths, batch_size, seed, task)
     per_epoch = -(-len(lengths) // batch_size)
-    return [[{task: next(stream)} for _ in range(per_epoch)] for _ in range(epochs)]
+    full, rest = divmod(round(epochs * per_epoch), per_epoch)
+    return [[{task: next(stream)} for _ in range(steps)] for steps in [per_epoch] * full + [rest] * (rest > 0)]
 
 
-def sequential_plan(lengths: dict[str, np.ndarray], batch_size: int, epochs: dict[str, int], seed: int) -> Plan:
+def sequential_plan(lengths: dict[str, np.ndarray], batch_size: int, epochs: dict[str, float], seed: int) -> Plan:
     plan: Plan = []
     for task in SEQUENTIAL_ORDER:
         if epochs.get(task):
@@ -60,7 +63,7 @@ def simultaneous_plan(lengths: dict[str, np.ndarray], batch_size: int, epochs: i
 
 
 def build_plan(schedule: str, lengths: dict[str, np.ndarray], batch_size: int, seed: int, *,
-               epochs: int, sequential_epochs: dict[str, int]) -> Plan:
+               epochs: int, sequential_epochs: dict[str, float]) -> Plan:
     if schedule == "sequential":
         return sequential_plan(lengths, batch_size, sequential_epochs, seed)
     if schedule == "simultaneous":
