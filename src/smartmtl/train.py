@@ -234,11 +234,11 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
         metrics, _ = evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows), tp.eval_batch_size,
                               device, autocast)
         seconds = time.perf_counter() - started
-        log.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
-                 ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
         history.append({**{f"dev/{k}": v for k, v in metrics.items()},
                         **{f"train/{k}": v for k, v in terms.means().items()}, "train/seconds": seconds})
         if distributed.is_main_process():
+            log.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
+                     ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
             on_epoch(epoch, history[-1])
             if resume_dir:
                 save_resume(resume_dir, history, model, optimizer, teacher, run_id, surgery_rng)
