@@ -34,10 +34,11 @@ def write_prepared(root: Path, test_labels: bool = False) -> Path:
     return prepared
 
 
-def write_model(root: Path, name: str, overall: float, sst, qqp, sts, kind: str = "grid", splits=("dev", "test")) -> None:
+def write_model(root: Path, name: str, overall: float, sst, qqp, sts, kind: str = "grid", splits=("dev", "test"),
+                dropout: float = 0.1) -> None:
     metrics = root / "metrics" / "finetune"
     metrics.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "kind": kind, "label": "Concat+SMART+Pretrain", "config": {"dropout": 0.1, "lambda_s": 1.0},
+    record = {"name": name, "kind": kind, "label": "Concat+SMART+Pretrain", "config": {"dropout": dropout, "lambda_s": 1.0},
               "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.8, "overall": overall}, "train_seconds": 1.0}
     (metrics / f"{name}.json").write_text(json.dumps(record))
     for split in splits:
@@ -98,6 +99,17 @@ def test_auto_selects_best_grid_models_by_dev_overall_ties_by_name(tmp_path):
     write_model(tmp_path, "concat", 0.99, sst, qqp, sts, kind="table2")
     metrics = load_model_metrics(tmp_path / "metrics" / "finetune")
     assert select_members(params(size=3), metrics, tmp_path / "predictions") == ["grid-a", "grid-b", "grid-c"]
+
+
+def test_auto_ignores_grid_models_of_an_earlier_sweep(tmp_path):
+    # A cell dropped from sweep.dropout leaves its files behind; its score must not count.
+    write_model(tmp_path, "grid-old", 0.95, SST_GOLD, QQP_GOLD, STS_GOLD, dropout=0.05)
+    write_model(tmp_path, "grid-a", 0.80, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, "grid-b", 0.70, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_prepared(tmp_path)
+    assert run(tmp_path, params(size=2))["members"] == ["grid-a", "grid-b"]
+    everything = load_model_metrics(tmp_path / "metrics" / "finetune")
+    assert select_members(params(size=2), everything, tmp_path / "predictions")[0] == "grid-old"
 
 
 def test_untrained_member_error_names_it_and_lists_existing(tmp_path):

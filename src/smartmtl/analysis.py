@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -273,9 +274,13 @@ def models_with_dvclive(dvclive_dir: Path) -> list[str]:
     return sorted(path.name for path in dvclive_dir.iterdir() if (path / "plots" / "metrics").is_dir())
 
 
-def plot_training_curves(dvclive_dir: Path, destination: Path) -> list[str]:
-    """2 x 2 small multiples: dev overall (dev sst where no overall) and the three train losses."""
+def plot_training_curves(dvclive_dir: Path, destination: Path, models: Iterable[str] | None = None) -> list[str]:
+    """2 x 2 small multiples: dev overall (dev sst where no overall) and the three train losses,
+    for each model with DVCLive data (of ``models`` only, when given)."""
     names = models_with_dvclive(dvclive_dir)
+    if models is not None:
+        wanted = set(models)
+        names = [name for name in names if name in wanted]
     panels = [("dev overall (dev SST accuracy for SST-only models, dashed)", None)] + [
         (f"train loss_{task}", f"train/loss_{task}") for task in LOSS_TASKS
     ]
@@ -373,11 +378,11 @@ def run_analysis(
     )
 
     # Figure 3 and the training curves.
-    metrics = load_model_metrics(finetune_metrics_dir)
+    metrics = load_model_metrics(finetune_metrics_dir, params)
     curves = lambda_curves(metrics, dvclive_dir)
     _save_csv(curves, plots_dir / FIG3_CSV)
     plot_lambda_curves(curves, plots_dir / FIG3_PNG)
-    curve_models = plot_training_curves(dvclive_dir, plots_dir / CURVES_PNG)
+    curve_models = plot_training_curves(dvclive_dir, plots_dir / CURVES_PNG, models=metrics)
 
     totals = counts.sum(axis=1)
     recall = {

@@ -15,6 +15,7 @@ Combination rules, per task and split, example by example (matched on ``id``):
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from smartmtl.data import load_split, output_name
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import atomic_path, read_json, write_json
+from smartmtl.variants import is_defined
+
+log = logging.getLogger(__name__)
 
 ENSEMBLE_NAME = "ensemble"
 PREDICTION_SPLITS = ("dev", "test")
@@ -38,14 +42,18 @@ class EnsembleError(UserError, RuntimeError):
 # --------------------------------------------------------------------------- inputs
 
 
-def load_model_metrics(metrics_dir: str | Path) -> dict[str, dict]:
-    """Every ``<metrics_dir>/*.json`` keyed by the ``name`` it records (file stem if none)."""
+def load_model_metrics(metrics_dir: str | Path, params: Params | None = None) -> dict[str, dict]:
+    """Every ``<metrics_dir>/*.json`` keyed by the ``name`` it records (file stem if none);
+    with ``params``, only the models they define (files of an earlier sweep are skipped)."""
     metrics_dir = Path(metrics_dir)
     found: dict[str, dict] = {}
     if not metrics_dir.is_dir():
         return found
     for path in sorted(metrics_dir.glob("*.json")):
         record = read_json(path)
+        if params is not None and not is_defined(params, record):
+            log.info("%s: skipped, params.yaml no longer defines this model", path)
+            continue
         found[str(record.get("name", path.stem))] = record
     return found
 
@@ -225,7 +233,7 @@ def build_ensemble(
     """
     prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
     predictions_dir = Path(predictions_dir)
-    metrics = load_model_metrics(finetune_metrics_dir)
+    metrics = load_model_metrics(finetune_metrics_dir, params)
     members = select_members(params, metrics, predictions_dir)
 
     result: dict = {"members": members}

@@ -6,6 +6,7 @@ parameters, so that a stage names a model and this module says how it trains.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from smartmtl.config import Params
@@ -70,3 +71,21 @@ def pretrain_spec(params: Params) -> RunSpec:
     """QQP further-pretraining: the concat head, the only one the +Pretrain variants use."""
     return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain",
                    smart=False, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=0.0)
+
+
+def is_defined(params: Params, record: dict) -> bool:
+    """Whether a metrics record is of a model the parameters train. After the sweep or the
+    variants change, the files of models no longer in them stay on disk (DVC only removes
+    the outputs of stages it runs); they must not be read as results."""
+    kind, config = record.get("kind"), record.get("config", {})
+
+    def among(value, allowed) -> bool:
+        return value is not None and any(math.isclose(value, a) for a in allowed)
+
+    if kind == "table2":
+        return record.get("name") in params.variants
+    if kind == "grid":
+        return among(config.get("dropout"), params.sweep.dropout) and among(config.get("lambda_s"), params.sweep.lambda_s)
+    if kind == "sst_lambda":
+        return among(config.get("lambda_s"), params.sweep.sst_lambda_s)
+    return True
