@@ -103,10 +103,13 @@ def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]
     limits = {task: params.data.train_limit.get(task) for task in ("sst", "qqp", "sts")}
     limit_text = ", ".join(f"{task}={value}" for task, value in limits.items() if value is not None) or "none"
     train = params.train
+    sequential = ", ".join(f"{task} {epochs:g}" for task, epochs in train.sequential_epochs.model_dump().items())
     settings_note = (
-        f"Preset '{params.preset}': {train.epochs} epoch(s), batch size {train.batch_size}, lr {train.lr:g}, "
-        f"train_limit {limit_text}, {params.model.pooling} pooling, precision {train.precision} "
-        "(paper: 10 epochs, batch size 8, lr 1e-5, full data, [CLS])."
+        f"Preset '{params.preset}': {train.epochs} epoch(s) (sequential: {sequential}), batch size "
+        f"{train.batch_size}, lr {train.lr:g}, train_limit {limit_text}, dropout {params.model.dropout:g} "
+        f"(grid {', '.join(f'{d:g}' for d in params.sweep.dropout)}), {params.model.pooling} pooling, precision "
+        f"{train.precision} (paper: 10 epochs (sequential: sst 10, qqp 2, sts 10), batch size 8, lr 1e-5, full "
+        "data, dropout 0.3 (grid 0.1-0.5), [CLS])."
     )
     smart = params.smart
     smart_note = (
@@ -279,7 +282,7 @@ def build_report(
 ) -> Path:
     """Write Tables 2-4 (``<tables_dir>/table{2,3,4}_*.{md,csv}``) and ``report_path``."""
     tables_dir, plots_dir, report_path = Path(tables_dir), Path(plots_dir), Path(report_path)
-    metrics = load_model_metrics(finetune_metrics_dir)
+    metrics = load_model_metrics(finetune_metrics_dir, params)
     ensemble = read_json(ensemble_metrics) if Path(ensemble_metrics).exists() else None
     analysis = read_json(analysis_metrics) if Path(analysis_metrics).exists() else None
     common = caveats(params, prepared_dir)
