@@ -7,7 +7,8 @@ take the same steps, with the same batch size and learning rate, as one process 
 
 Why not DistributedDataParallel: a SMART step runs several forwards per backward and PCGrad
 needs each task's gradient averaged on its own, before surgery; DDP averages once per
-backward. Averaging one flat vector per step keeps both exact, for one collective call.
+backward. Averaging flat gradient vectors ourselves keeps both exact: one collective call
+per step, or one per task and one for the heads with surgery.
 Without torchrun every function here is a no-op, so single-process runs are untouched.
 """
 
