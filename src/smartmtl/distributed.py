@@ -15,7 +15,6 @@ Without torchrun every function here is a no-op, so single-process runs are unto
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -84,13 +83,13 @@ def average_(flat: Tensor) -> Tensor:
     return flat
 
 
-def average_gradients(params: Sequence[nn.Parameter]) -> None:
-    """Give every process the mean of the processes' gradients.
+def average_gradients(module: nn.Module) -> None:
+    """Give every process the mean of the processes' gradients of ``module``'s parameters.
 
     Parameters without a gradient (a head whose task the step did not train) keep none, as
     the optimizer must skip them; every process trains the same tasks, so the set agrees.
     """
     if not dist.is_initialized():
         return
-    with_grad = [p for p in params if p.grad is not None]
+    with_grad = [p for p in module.parameters() if p.grad is not None]
     assign_flat_grad(with_grad, average_(flatten_grads(with_grad)))

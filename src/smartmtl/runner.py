@@ -22,7 +22,6 @@ import pandas as pd
 from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
-from smartmtl.distributed import is_main_process
 from smartmtl.evaluate import predict, scores, task_metric
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.io import atomic_path, write_json
@@ -71,7 +70,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
 
     started = time.perf_counter()
     live = Live(dir=str(layout.live_dir(spec.name)), save_dvc_exp=False, dvcyaml=None, report=None) \
-        if is_main_process() else None
+        if distributed.is_main_process() else None
 
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -85,7 +84,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     distributed.stop()  # rank 0 scores and saves alone
     if live:
         live.end()
-    if stop_after_epochs is not None or not is_main_process():
+    if stop_after_epochs is not None or not distributed.is_main_process():
         return {}
 
     device = pick_device()

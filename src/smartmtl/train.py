@@ -131,11 +131,11 @@ def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: d
     if spec.surgery:
         pcgrad.surgery_backward(backwards, model.shared_parameters(), params.surgery.reduction, surgery_rng,
                                 average=distributed.average_)
-        distributed.average_gradients(list(model.heads.parameters()))
+        distributed.average_gradients(model.heads)  # the encoder's were averaged before surgery
     else:
         for backward in backwards:
             backward()
-        distributed.average_gradients(list(model.parameters()))
+        distributed.average_gradients(model)
 
 
 # --- resume checkpoints -------------------------------------------------------------------
