@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from smartmtl.features import bucketed_batches
-from smartmtl.schedules import build_plan, sequential_plan, simultaneous_plan, tasks_of
+from smartmtl.schedules import build_plan, learning_rate, sequential_plan, simultaneous_plan, tasks_of
 
 BATCH = 4
 
@@ -183,3 +183,23 @@ def test_bucketed_batches_have_less_padding_than_random():
     # And they are still shuffled: the batches are not in length order.
     maxima = [int(lengths[b].max()) for b in bucketed]
     assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)
+
+
+def test_learning_rate_warms_up_then_holds_or_falls_to_zero():
+    total, peak = 100, 1e-4
+    constant = [learning_rate(s, total, peak, warmup=0.1, decay="constant") for s in range(total)]
+    linear = [learning_rate(s, total, peak, warmup=0.1, decay="linear") for s in range(total)]
+    for rates in (constant, linear):
+        assert rates[0] == pytest.approx(peak / 10)  # first of ten warm-up steps
+        assert rates[9] == pytest.approx(peak)       # the warm-up ends at the peak
+        assert all(a < b for a, b in zip(rates[:10], rates[1:10], strict=False))
+    assert constant[10:] == [peak] * 90
+    assert linear[10] == pytest.approx(peak)
+    assert all(a > b for a, b in zip(linear[10:], linear[11:], strict=False))
+    assert linear[-1] == pytest.approx(peak / 90)  # one step before zero: no step is wasted at lr 0
+
+
+def test_learning_rate_without_warmup_starts_at_the_peak():
+    assert learning_rate(0, 50, 2e-5, warmup=0.0, decay="constant") == 2e-5
+    assert learning_rate(0, 50, 2e-5, warmup=0.0, decay="linear") == 2e-5
+    assert learning_rate(25, 50, 2e-5, warmup=0.0, decay="linear") == pytest.approx(1e-5)

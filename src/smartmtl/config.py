@@ -84,6 +84,8 @@ class TrainParams(_Strict):
     pretrain_epochs: int = Field(1, ge=1)
     # Optimizer steps in which the learning rate rises linearly from 0 (fraction of all).
     warmup: float = Field(0.0, ge=0, lt=1)
+    # After the warm-up: "constant" (the paper names no schedule) or "linear" decay to 0.
+    decay: Literal["constant", "linear"] = "constant"
     precision: Precision = "bf16"
     seed: int = 0
     # The command dvc.yaml starts the training stages with: `python`, or for several GPUs

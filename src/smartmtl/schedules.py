@@ -75,5 +75,16 @@ def build_plan(schedule: str, lengths: dict[str, np.ndarray], batch_size: int, s
     raise ValueError(f"unknown schedule {schedule!r}; schedules are sequential, simultaneous, pretrain, sst_only")
 
 
+def learning_rate(step: int, total_steps: int, peak: float, warmup: float, decay: str) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``: a linear rise
+    over the first ``warmup`` fraction of the steps, then ``peak`` or a linear fall to 0."""
+    warmup_steps = int(warmup * total_steps)
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if decay == "linear":
+        return peak * (total_steps - step) / (total_steps - warmup_steps)
+    return peak
+
+
 def tasks_of(schedule: str) -> tuple[str, ...]:
     return {"pretrain": ("qqp",), "sst_only": ("sst",)}.get(schedule, ("sst", "qqp", "sts"))

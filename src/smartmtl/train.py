@@ -36,7 +36,7 @@ from smartmtl.config import Params
 from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures
 from smartmtl.heads import MultitaskModel, task_loss
-from smartmtl.schedules import build_plan, tasks_of
+from smartmtl.schedules import build_plan, learning_rate, tasks_of
 from smartmtl.variants import RunSpec
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,6 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
                           spec.schedule, tp.epochs),
                       sequential_epochs=tp.sequential_epochs.model_dump())
     total_steps = sum(len(epoch) for epoch in plan)
-    warmup_steps = int(tp.warmup * total_steps)
     teacher = None
     if spec.smart and params.smart.bregman:
         teacher = smart.EmaTeacher(model, params.smart.beta_early, params.smart.beta_late,
@@ -221,7 +220,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
         terms, started = StepTerms(), time.perf_counter()
         for batches in plan[epoch]:
             for group in optimizer.param_groups:
-                group["lr"] = tp.lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else tp.lr
+                group["lr"] = learning_rate(step, total_steps, tp.lr, tp.warmup, tp.decay)
             optimizer.zero_grad(set_to_none=True)
             step_gradients(model, teacher, batches, train_data, spec, params, terms, device, autocast, surgery_rng)
             if tp.grad_clip:
