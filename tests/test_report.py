@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from smartmtl import presets
 from smartmtl.config import parse_params
 from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report
 
@@ -114,6 +115,15 @@ def test_table_notes_state_differences(root):
     assert "Quora" in markdown and "283,010" in markdown
     assert "Preset 'laptop'" in markdown and "2 epoch(s)" in markdown and "batch size 16" in markdown
     assert f"{make_params().model.pooling} pooling" in markdown
+
+
+def test_settings_note_reads_the_paper_side_from_the_paper_preset(root):
+    markdown = (root / "metrics" / "tables" / "table2_methods.md").read_text()
+    ours, paper = markdown.split("Preset 'laptop': ")[1].split("(the paper, as the 'paper' preset: ")
+    paper_params = parse_params(presets.render("paper"))
+    assert f"batch size {paper_params.train.batch_size}," in paper and f"lr {paper_params.train.lr:g}," in paper
+    assert "train_limit none (all data)" in paper and "dropout 0.3 (grid 0.1, 0.2, 0.3, 0.4, 0.5)" in paper
+    assert "batch size 16," in ours and "dropout 0.3 (grid 0.1, 0.3, 0.7)" in ours
 
 
 def test_table3_grid_with_paper_cells(root):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from smartmtl.config import Params
+from smartmtl import presets
+from smartmtl.config import TASKS, Params, parse_params
 from smartmtl.ensemble import load_model_metrics
 from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
@@ -82,6 +83,19 @@ def _qqp_train_rows(prepared_dir: Path) -> int | None:
     return pq.read_metadata(path).num_rows
 
 
+def _settings(params: Params) -> str:
+    """The training settings a table's numbers depend on, in one line."""
+    train = params.train
+    sequential = ", ".join(f"{task} {epochs:g}" for task, epochs in train.sequential_epochs.model_dump().items())
+    limits = [f"{task}={params.data.train_limit.get(task)}" for task in TASKS if params.data.train_limit.get(task)]
+    grid = ", ".join(f"{dropout:g}" for dropout in params.sweep.dropout)
+    return (
+        f"{train.epochs} epoch(s) (sequential: {sequential}), batch size {train.batch_size}, lr {train.lr:g}, "
+        f"train_limit {', '.join(limits) or 'none (all data)'}, dropout {params.model.dropout:g} (grid {grid}), "
+        f"{params.model.pooling} pooling, precision {train.precision}"
+    )
+
+
 def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]:
     """What differs from the paper: backbone, data scale, preset and training settings."""
     prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
@@ -100,16 +114,9 @@ def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]
         f"Data scale: QQP train here is {qqp_train} vs the paper's 283,010; QQP dev and test are the two halves "
         "of the CS224N QQP dev file, so QQP scores are not comparable with the paper's."
     )
-    limits = {task: params.data.train_limit.get(task) for task in ("sst", "qqp", "sts")}
-    limit_text = ", ".join(f"{task}={value}" for task, value in limits.items() if value is not None) or "none"
-    train = params.train
-    sequential = ", ".join(f"{task} {epochs:g}" for task, epochs in train.sequential_epochs.model_dump().items())
     settings_note = (
-        f"Preset '{params.preset}': {train.epochs} epoch(s) (sequential: {sequential}), batch size "
-        f"{train.batch_size}, lr {train.lr:g}, train_limit {limit_text}, dropout {params.model.dropout:g} "
-        f"(grid {', '.join(f'{d:g}' for d in params.sweep.dropout)}), {params.model.pooling} pooling, precision "
-        f"{train.precision} (paper: 10 epochs (sequential: sst 10, qqp 2, sts 10), batch size 8, lr 1e-5, full "
-        "data, dropout 0.3 (grid 0.1-0.5), [CLS])."
+        f"Preset '{params.preset}': {_settings(params)} (the paper, as the 'paper' preset: "
+        f"{_settings(parse_params(presets.render('paper'), 'preset paper'))})."
     )
     smart = params.smart
     smart_note = (
