@@ -1,0 +1,123 @@
+"""Explore: train Table 3's Concat+SMART+Pretrain model under several parameter overrides,
+without DVC, and print each run's dev scores, its training time and the ensemble of the runs.
+
+For quick what-ifs where `dvc exp run --queue` would be too slow or DVC is not installed (a
+borrowed GPU). Each run is ``NAME:KEY=VALUE,KEY=VALUE`` over a preset; values are YAML. The
+QQP pretraining is trained once per distinct (data, model, train) setting, always with the
+base's seed and dropout: as in the pipeline, where every grid cell starts from one
+pretraining checkpoint, ``train.seed`` and ``model.dropout`` overrides vary only the cell.
+
+    python bench/sweep_cell.py --preset laptop --raw-dir data/raw --out bench/out/sweep \\
+        base: seed1:train.seed=1 lr2:train.lr=2e-4 --ensemble base,seed1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from smartmtl.config import parse_params
+from smartmtl.data import prepare
+from smartmtl.ensemble import combine
+from smartmtl.evaluate import evaluate, scores, task_metric
+from smartmtl.features import load_features
+from smartmtl.presets import render
+from smartmtl.train import autocast_for, pick_device, save_model, train
+from smartmtl.variants import RunSpec, pretrain_spec
+
+
+def parse_run(text: str, base: dict) -> tuple[str, dict]:
+    name, _, assignments = text.partition(":")
+    raw = copy.deepcopy(base)
+    for assignment in filter(None, assignments.split(",")):
+        key, value = assignment.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = raw
+        for parent in parents:
+            if not isinstance(node.get(parent), dict):
+                raise SystemExit(f"run {name!r}: {key!r} is not a parameter (no section {parent!r})")
+            node = node[parent]
+        node[leaf] = yaml.safe_load(value)  # an unknown leaf is caught by parse_params
+    return name, raw
+
+
+def digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="NAME:KEY=VALUE,... (NAME: alone is the preset as it is)")
+    parser.add_argument("--preset", default="laptop")
+    parser.add_argument("--raw-dir", default="data/raw")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/sweep"))
+    parser.add_argument("--base", default="", help="KEY=VALUE,... applied to the preset before every run.")
+    parser.add_argument("--ensemble", action="append", default=[], help="Comma-separated run names to combine.")
+    args = parser.parse_args()
+
+    _, base = parse_run(":" + args.base, render(args.preset))
+    base["data"]["raw_dir"] = args.raw_dir
+    device = pick_device()
+    print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, preset {args.preset}",
+          flush=True)
+    features_cache, dev_outputs, results = {}, {}, {}
+    for text in args.runs:
+        name, raw = parse_run(text, base)
+        data_key = digest(raw["data"])
+        raw["data"]["prepared_dir"] = str(args.out / f"prepared-{data_key}")
+        params = parse_params(raw, f"run {name}")
+        if not Path(params.data.prepared_dir).exists():
+            prepare(params.data.raw_dir, params.data.prepared_dir, params.data.train_limit, params.data.seed,
+                    eval_limit=params.data.eval_limit)
+        features_key = digest(data_key, raw["model"])
+        if features_key not in features_cache:
+            features_cache[features_key] = load_features(params, ("sst", "qqp", "sts"), "concat", splits=("train", "dev"))
+        features = features_cache[features_key]
+
+        pretrain_raw = copy.deepcopy(raw)
+        pretrain_raw["train"]["seed"] = base["train"]["seed"]
+        pretrain_raw["model"]["dropout"] = base["model"]["dropout"]
+        pretrain_file = args.out / f"pretrain-{digest(pretrain_raw['data'], pretrain_raw['model'], pretrain_raw['train'])}.safetensors"
+        if not pretrain_file.exists():
+            started = time.perf_counter()
+            model = train(pretrain_spec(params), parse_params(pretrain_raw), features["train"], features["dev"])
+            save_model(model, pretrain_file)
+            print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
+
+        spec = RunSpec(name, "grid", "Concat+SMART+Pretrain", "concat", "simultaneous", smart=True, surgery=False,
+                       pretrained=True, dropout=params.model.dropout, lambda_s=params.smart.lambda_s)
+        started = time.perf_counter()
+        model = train(spec, params, features["train"], features["dev"], init=pretrain_file)
+        seconds = time.perf_counter() - started
+        metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, device,
+                                        autocast_for(device, params.train.precision))
+        dev_outputs[name] = predictions
+        results[name] = {**metrics, "train_seconds": round(seconds, 1), "overrides": text.partition(":")[2]}
+        print(f"{name:16s} overall {metrics['overall']:.4f}  sst {metrics['sst']:.4f}  qqp {metrics['qqp']:.4f}  "
+              f"sts {metrics['sts']:.4f}  {seconds:6.1f} s  [{results[name]['overrides']}]", flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    labels = {task: features["dev"][task].labels.numpy() for task in ("sst", "qqp", "sts")}
+    for group in args.ensemble:
+        members = [m for m in group.split(",") if m in dev_outputs]
+        if len(members) < 2 or any(len(dev_outputs[m]["sst"]) != len(labels["sst"]) for m in members):
+            continue  # members must share the dev set (the same data settings)
+        ensemble = scores({task: task_metric(task, combine(task, np.stack([dev_outputs[m][task] for m in members])),
+                                             labels[task]) for task in labels})
+        results[f"ensemble({group})"] = ensemble
+        print(f"ensemble of {group}: overall {ensemble['overall']:.4f}  sst {ensemble['sst']:.4f}  "
+              f"qqp {ensemble['qqp']:.4f}  sts {ensemble['sts']:.4f}", flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
