@@ -95,7 +95,11 @@ def main() -> None:
         spec = RunSpec(name, "grid", "Concat+SMART+Pretrain", "concat", "simultaneous", smart=True, surgery=False,
                        pretrained=True, dropout=params.model.dropout, lambda_s=params.smart.lambda_s)
         started = time.perf_counter()
-        model = train(spec, params, features["train"], features["dev"], init=pretrain_file)
+        model = train(spec, params, features["train"], features["dev"], init=pretrain_file,
+                      on_epoch=lambda epoch, m, name=name: print(
+                          f"{name} epoch {epoch + 1} (dev, first train.epoch_eval_rows rows): " + "  ".join(
+                              f"{k.removeprefix('dev/')} {v:.4f}" for k, v in m.items() if k.startswith("dev/")),
+                          flush=True))
         seconds = time.perf_counter() - started
         metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, device,
                                         autocast_for(device, params.train.precision))
