@@ -31,7 +31,7 @@ from smartmtl.evaluate import evaluate, scores, task_metric
 from smartmtl.features import load_features
 from smartmtl.presets import render
 from smartmtl.train import autocast_for, pick_device, save_model, train
-from smartmtl.variants import RunSpec, pretrain_spec
+from smartmtl.variants import grid_spec, pretrain_spec
 
 
 def parse_run(text: str, base: dict) -> tuple[str, dict]:
@@ -47,6 +47,10 @@ def parse_run(text: str, base: dict) -> tuple[str, dict]:
             node = node[parent]
         node[leaf] = yaml.safe_load(value)  # an unknown leaf is caught by parse_params
     return name, raw
+
+
+def describe(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{task} {metrics[task]:.4f}" for task in ("overall", "sst", "qqp", "sts"))
 
 
 def digest(*parts) -> str:
@@ -65,6 +69,7 @@ def main() -> None:
 
     _, base = parse_run(":" + args.base, render(args.preset))
     base["data"]["raw_dir"] = args.raw_dir
+    args.out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, preset {args.preset}",
           flush=True)
@@ -92,8 +97,8 @@ def main() -> None:
             save_model(model, pretrain_file)
             print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
-        spec = RunSpec(name, "grid", "Concat+SMART+Pretrain", "concat", "simultaneous", smart=True, surgery=False,
-                       pretrained=True, dropout=params.model.dropout, lambda_s=params.smart.lambda_s)
+        # params requires model.dropout and smart.lambda_s to be a cell of the sweep: Table 2's row.
+        spec = grid_spec(params, name, params.model.dropout, params.smart.lambda_s)
         started = time.perf_counter()
         model = train(spec, params, features["train"], features["dev"], init=pretrain_file,
                       on_epoch=lambda epoch, m, name=name: print(
@@ -105,9 +110,7 @@ def main() -> None:
                                         autocast_for(device, params.train.precision))
         dev_outputs[name] = predictions
         results[name] = {**metrics, "train_seconds": round(seconds, 1), "overrides": text.partition(":")[2]}
-        print(f"{name:16s} overall {metrics['overall']:.4f}  sst {metrics['sst']:.4f}  qqp {metrics['qqp']:.4f}  "
-              f"sts {metrics['sts']:.4f}  {seconds:6.1f} s  [{results[name]['overrides']}]", flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
+        print(f"{name:16s} {describe(metrics)}  {seconds:6.1f} s  [{results[name]['overrides']}]", flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     labels = {task: features["dev"][task].labels.numpy() for task in ("sst", "qqp", "sts")}
@@ -118,8 +121,7 @@ def main() -> None:
         ensemble = scores({task: task_metric(task, combine(task, np.stack([dev_outputs[m][task] for m in members])),
                                              labels[task]) for task in labels})
         results[f"ensemble({group})"] = ensemble
-        print(f"ensemble of {group}: overall {ensemble['overall']:.4f}  sst {ensemble['sst']:.4f}  "
-              f"qqp {ensemble['qqp']:.4f}  sts {ensemble['sts']:.4f}", flush=True)
+        print(f"ensemble of {group}: {describe(ensemble)}", flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
 
