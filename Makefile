@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Where the CS224N-format files are; data.raw_dir in params.yaml points at the link.
-SHARED_DATA ?= ../shared/data
+# Where the CS224N-format files are: ../shared/data beside this checkout, or beside the
+# local repository it was cloned from (a clone made elsewhere); data/raw links to it.
+ORIGIN := $(patsubst %/.git,%,$(shell git config --get remote.origin.url 2>/dev/null))
+SHARED_DATA ?= $(firstword $(wildcard ../shared/data $(ORIGIN)/../shared/data))
 # The CPU build on PyPI; a GPU user installs their own torch into .venv first.
 TORCH  ?= torch==2.13.0
 
@@ -21,7 +23,8 @@ $(STAMP): pyproject.toml
 data/raw:
 	@mkdir -p data
 	@if [ -d "$(SHARED_DATA)" ]; then ln -sfn "$$(cd "$(SHARED_DATA)" && pwd)" data/raw && echo "data/raw -> $(SHARED_DATA)"; \
-	else echo "No data at $(SHARED_DATA): link your copy to data/raw or set data.raw_dir in params.yaml"; fi
+	else echo "No data at '$(SHARED_DATA)' (by default ../shared/data beside this checkout or its origin):" \
+	  "run make SHARED_DATA=/path/to/data, link your copy to data/raw, or set data.raw_dir in params.yaml"; fi
 
 # Stage commands call `python`: the venv's must come first on PATH.
 repro: setup
