@@ -29,8 +29,9 @@ from smartmtl.data import prepare
 from smartmtl.ensemble import combine
 from smartmtl.evaluate import evaluate, scores, task_metric
 from smartmtl.features import load_features
+from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.presets import render
-from smartmtl.train import autocast_for, pick_device, save_model, train
+from smartmtl.train import save_model, train
 from smartmtl.variants import grid_spec, pretrain_spec
 
 

@@ -111,7 +111,6 @@ def tiny_params(prepared: Path | str = "data/prepared", **overrides) -> Params:
         "model": {"backbone": BACKBONE, "max_length": 24, "dropout": 0.1},
         "train": {"batch_size": 4, "eval_batch_size": 8, "precision": "fp32", "epochs": 1,
                   "sequential_epochs": {"qqp": 1, "sts": 1, "sst": 1}, "warmup": 0.0},
-        "smart": {"fp32_perturbation": False},
     })
     return parse_params(_merge(raw, overrides), "tests")
 

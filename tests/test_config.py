@@ -49,7 +49,7 @@ def test_unknown_top_level_section():
     ("train", "batch_size", "many"),
     ("train", "lr", "fast"),
     ("model", "max_length", [64]),
-    ("smart", "bregman", "sometimes"),
+    ("smart", "steps", "sometimes"),
 ])
 def test_wrong_type(section, key, value):
     assert f"{section}.{key}:" in _error(_with(section, **{key: value}))

@@ -73,7 +73,7 @@ def test_cosine_sts_is_rescaled_cosine_in_0_5(models, tokenizer):
     assert torch.allclose(same, torch.full_like(same, STS_MAX), atol=1e-4)
     # The regression is the cosine of the mean-pooled embeddings mapped from [-1, 1] to [0, 5].
     with torch.no_grad():
-        u, v = (model._encode(s, None, "mean") for s in segments)
+        u, v = (model._encode(s, "mean") for s in segments)
     expected = (F.cosine_similarity(u, v, dim=-1) + 1) * STS_MAX / 2
     assert torch.allclose(scores, expected, atol=1e-5)
     assert "sts" not in model.heads  # no parameters of its own

@@ -29,6 +29,18 @@ def preset(name: str = typer.Argument(..., help=f"One of: {', '.join(presets.ava
     typer.echo(f"{output}: preset '{name}'. Now `dvc repro` (or `dvc exp run`) runs at that scale.")
 
 
+@app.command("smart-check")
+def smart_check(params: Path = typer.Option(Path("params.yaml"), "--params", help="The parameter file."),
+                batches: int = typer.Option(3, help="Real training batches per task."),
+                batch_size: int = typer.Option(16, help="Rows per batch.")) -> None:
+    """Show on real batches that SMART's perturbation, not dropout, makes its term (needs `dvc repro prepare`)."""
+    from smartmtl.config import load_params
+    from smartmtl.smartcheck import check, format_report
+
+    settings = load_params(params)
+    typer.echo(format_report(check(settings, batches, batch_size), settings))
+
+
 @app.command()
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:

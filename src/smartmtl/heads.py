@@ -9,8 +9,8 @@ Pair tasks (QQP, STS) use one of three designs:
   linear layer.
 SST always reads [CLS] (or the mean of the tokens, ``model.pooling``) into 5 outputs.
 
-Every forward takes the word embeddings optionally, so that SMART can perturb them and
-the encoder still adds position and segment embeddings and its LayerNorm exactly once.
+SMART perturbs the input of the encoder through a forward hook on one of its modules
+(:meth:`MultitaskModel.perturbation_site`), so the forward itself knows nothing of it.
 """
 
 from __future__ import annotations
@@ -65,29 +65,30 @@ class MultitaskModel(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
-    def embed(self, segment: Segment) -> Tensor:
-        return self.encoder.get_input_embeddings()(segment["input_ids"])
+    def perturbation_site(self, site: str) -> nn.Module:
+        """The module whose output SMART perturbs: the word embeddings or the whole embedding layer."""
+        if site == "word_embeddings":
+            return self.encoder.get_input_embeddings()
+        if site == "embedding_output":
+            return self.encoder.embeddings
+        raise ValueError(f"unknown perturbation site {site!r}; sites are word_embeddings, embedding_output")
 
-    def _encode(self, segment: Segment, embeds: Tensor | None, pooling: str) -> Tensor:
-        inputs = {key: value for key, value in segment.items() if key != "input_ids"}
-        if embeds is None:
-            embeds = self.embed(segment)
-        hidden = self.encoder(inputs_embeds=embeds, **inputs).last_hidden_state
+    def _encode(self, segment: Segment, pooling: str) -> Tensor:
+        hidden = self.encoder(**segment).last_hidden_state
         if pooling == "cls":
             return hidden[:, 0]
         mask = segment["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
-    def forward(self, task: str, segments: list[Segment], embeds: list[Tensor] | None = None) -> Tensor:
+    def forward(self, task: str, segments: list[Segment]) -> Tensor:
         """SST: logits [B, 5]; QQP: one logit [B]; STS: a score [B] on the 0-5 scale."""
-        embeds = embeds or [None] * len(segments)
         if task == "sst":
-            return self.heads["sst"](self.dropout(self._encode(segments[0], embeds[0], self.pooling)))
+            return self.heads["sst"](self.dropout(self._encode(segments[0], self.pooling)))
         if self.head == "concat":
-            features = self._encode(segments[0], embeds[0], self.pooling)
+            features = self._encode(segments[0], self.pooling)
         else:
             pooling = "mean" if self.head == "cosine" else self.pooling
-            u, v = (self._encode(s, e, pooling) for s, e in zip(segments, embeds, strict=True))
+            u, v = (self._encode(s, pooling) for s in segments)
             if self.head == "cosine" and task == "sts":
                 return (F.cosine_similarity(u.float(), v.float(), dim=-1) + 1) * (STS_MAX / 2)
             features = torch.cat([u, v, (u - v).abs()] if self.head == "cosine" else [u, v], dim=-1)

@@ -120,10 +120,10 @@ def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]
     )
     smart = params.smart
     smart_note = (
-        f"SMART: {smart.steps} ascent step(s) of size {smart.eta:g} ({smart.update}, {smart.norm}-norm ball of radius "
-        f"{smart.epsilon:g}), perturbed forwards in {'float32' if smart.fp32_perturbation else 'bf16'}, "
-        f"Bregman {'on' if smart.bregman else 'off'} (mu {smart.mu:g}); the paper's reference settings are 1 step, "
-        "float32."
+        f"SMART perturbs the {smart.site.replace('_', ' ')} with {smart.steps} ascent step(s) ({smart.update}, "
+        f"{smart.norm}-norm ball of radius {smart.epsilon:g} of each token's norm, step {smart.eta:g}, start "
+        f"{smart.sigma:g}); the clean and perturbed forwards share their dropout masks. Bregman teacher: "
+        + (f"mu {smart.mu:g}, time constant {smart.teacher_horizon:g} of the run." if smart.mu > 0 else "off.")
     )
     return [backbone_note, data_note, settings_note, smart_note]
 

@@ -24,9 +24,10 @@ from smartmtl import distributed
 from smartmtl.config import Params
 from smartmtl.evaluate import predict, scores, task_metric
 from smartmtl.features import TaskFeatures, load_features
+from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.io import atomic_path, write_json
 from smartmtl.schedules import tasks_of
-from smartmtl.train import autocast_for, pick_device, save_model, train
+from smartmtl.train import save_model, train
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)

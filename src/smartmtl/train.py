@@ -14,7 +14,6 @@ Under torchrun each process trains its slice of every batch (:mod:`smartmtl.dist
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -35,23 +34,13 @@ from smartmtl.backbone import load_encoder
 from smartmtl.config import Params
 from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures
+from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.heads import MultitaskModel, task_loss
+from smartmtl.progress import Progress
 from smartmtl.schedules import build_plan, learning_rate, tasks_of
 from smartmtl.variants import RunSpec
 
 log = logging.getLogger(__name__)
-
-
-# --- device, precision and processes: the only places that know about hardware ---------
-
-def pick_device() -> torch.device:
-    """This process's GPU (torchrun starts one process per GPU), else the CPU."""
-    return torch.device("cuda", distributed.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def autocast_for(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on CUDA and on CPUs (AMX/AVX-512 make it fast), or plain fp32."""
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # --- the model a run starts from ---------------------------------------------------------
@@ -72,51 +61,86 @@ def save_model(model: MultitaskModel, path: Path) -> None:
 
 @dataclass
 class StepTerms:
-    """Per-task loss terms of an epoch, summed for logging."""
+    """Per-task loss terms of an epoch, summed for logging.
 
-    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    Kept as tensors so that logging costs no host-device synchronisation per step."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, name: str, value: torch.Tensor) -> None:
-        self.sums[name] += float(value.detach())
+        value = value.detach().float()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
         self.counts[name] += 1
 
     def means(self) -> dict[str, float]:
-        return {name: self.sums[name] / self.counts[name] for name in self.sums}
+        return {name: float(total) / self.counts[name] for name, total in self.sums.items()}
+
+    def task_loss(self) -> float:
+        """The mean task loss so far, summed over tasks (what the progress display shows)."""
+        return sum(value for name, value in self.means().items() if name.startswith("loss_"))
+
+
+# SMART's diagnostics (its term with zero noise, the perturbation's size, its gradient against
+# the task's) run on every DIAGNOSE_EVERY-th step: they cost two extra backward passes and do
+# not change training (no .grad is touched and the random number generator is rewound).
+DIAGNOSE_EVERY = 20
+
+
+def perturbation(params: Params) -> smart.Perturbation:
+    sp = params.smart
+    return smart.Perturbation(update=sp.update, norm=sp.norm, sigma=sp.sigma, epsilon=sp.epsilon, eta=sp.eta,
+                              steps=sp.steps)
 
 
 def task_objective(model, teacher, task: str, segments, labels, spec: RunSpec, params: Params,
-                   terms: StepTerms) -> torch.Tensor:
+                   terms: StepTerms, diagnose: bool = False) -> torch.Tensor:
     """The paper's Equation 2 plus Equation 5's proximal term, for one task's batch."""
-    embeds = [model.embed(segment) for segment in segments]
-    output = model(task, segments, embeds)
+    if not spec.smart:
+        loss = task_loss(task, model(task, segments), labels)
+        terms.add(f"loss_{task}", loss)
+        return loss
+    divergence = smart.DIVERGENCES[task]
+    site = model.perturbation_site(params.smart.site)
+    same_dropout = smart.SameDropout(labels.device)
+    with smart.at_site(site) as clean_inputs:
+        output = model(task, segments)
     loss = task_loss(task, output, labels)
     terms.add(f"loss_{task}", loss)
-    if not spec.smart:
-        return loss
-    sp = params.smart
-    divergence = smart.DIVERGENCES[task]
+    objective = loss
     if spec.lambda_s > 0:
-        adversarial = smart.adversarial_loss(
-            lambda perturbed: model(task, segments, perturbed), embeds, output, divergence,
-            masks=[segment["attention_mask"] for segment in segments],
-            sigma=sp.sigma, epsilon=sp.epsilon, eta=sp.eta, steps=sp.steps, norm=sp.norm, update=sp.update,
-            disable_autocast=sp.fp32_perturbation,
-        )
+        token_masks = [segment["attention_mask"] for segment in segments]
+        adversarial, deltas = smart.adversarial_term(
+            lambda: model(task, segments), site, clean_inputs, output, divergence, perturbation(params),
+            token_masks, same_dropout)
         terms.add(f"smart_{task}", adversarial)
-        loss = loss + spec.lambda_s * adversarial
-    if teacher is not None and sp.mu > 0:
-        with torch.no_grad():
-            teacher_output = teacher.model(task, segments)
-        bregman = smart.bregman_loss(output, teacher_output, divergence)
+        if diagnose:
+            same_dropout.replay()
+            with torch.no_grad():  # the same forward without the perturbation: dropout and rounding
+                terms.add(f"smart_floor_{task}", divergence(model(task, segments), output))
+            terms.add(f"smart_delta_{task}", smart.relative_size(deltas, clean_inputs, token_masks, params.smart.norm))
+            terms.add(f"smart_grad_ratio_{task}", _gradient_ratio(adversarial, loss, model.shared_parameters()))
+        objective = objective + spec.lambda_s * adversarial
+    same_dropout.close()
+    if teacher is not None and params.smart.mu > 0:
+        bregman = smart.bregman_loss(output, teacher(task, segments), divergence)
         terms.add(f"bregman_{task}", bregman)
-        loss = loss + sp.mu * bregman
-    return loss
+        objective = objective + params.smart.mu * bregman
+    return objective
+
+
+def _gradient_ratio(term: torch.Tensor, loss: torch.Tensor, parameters) -> torch.Tensor:
+    """||grad term|| / ||grad loss|| over the encoder's parameters, without touching .grad."""
+    norms = []
+    for value in (term, loss):
+        grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
+        norms.append(torch.sqrt(sum(g.float().pow(2).sum() for g in grads if g is not None)))
+    return norms[0] / norms[1].clamp_min(1e-30)
 
 
 def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: dict[str, TaskFeatures],
                    spec: RunSpec, params: Params, terms: StepTerms, device, autocast,
-                   surgery_rng: torch.Generator) -> None:
+                   surgery_rng: torch.Generator, diagnose: bool = False) -> None:
     """The gradients of one optimizer step: each task's objective back-propagated in turn, so
     only one task's graph is alive at a time. Without surgery they add up, as for the summed
     loss; with surgery PCGrad combines the shared encoder's per-task gradients."""
@@ -124,7 +148,7 @@ def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: d
     def task_backward(task: str, indices: np.ndarray) -> None:
         segments, labels = train_data[task].batch(distributed.shard(indices), device)
         with autocast():
-            loss = task_objective(model, teacher, task, segments, labels, spec, params, terms)
+            loss = task_objective(model, teacher, task, segments, labels, spec, params, terms, diagnose)
         loss.backward()
 
     backwards = [functools.partial(task_backward, task, indices) for task, indices in batches.items()]
@@ -204,9 +228,8 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
                       sequential_epochs=tp.sequential_epochs.model_dump())
     total_steps = sum(len(epoch) for epoch in plan)
     teacher = None
-    if spec.smart and params.smart.bregman:
-        teacher = smart.EmaTeacher(model, params.smart.beta_early, params.smart.beta_late,
-                                   params.smart.beta_switch, total_steps)
+    if spec.smart and params.smart.mu > 0:
+        teacher = smart.EmaTeacher(model, smart.teacher_beta(params.smart.teacher_horizon, total_steps))
     surgery_rng = torch.Generator().manual_seed(tp.seed)
 
     run_id = fingerprint(spec, params)
@@ -218,17 +241,22 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
 
     for epoch in range(done, len(plan)):
         terms, started = StepTerms(), time.perf_counter()
+        progress = Progress(f"{spec.name} epoch {epoch + 1}/{len(plan)}", len(plan[epoch]), terms.task_loss,
+                            enabled=distributed.is_main_process())
         for batches in plan[epoch]:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, tp.lr, tp.warmup, tp.decay)
             optimizer.zero_grad(set_to_none=True)
-            step_gradients(model, teacher, batches, train_data, spec, params, terms, device, autocast, surgery_rng)
+            step_gradients(model, teacher, batches, train_data, spec, params, terms, device, autocast, surgery_rng,
+                           diagnose=spec.smart and step % DIAGNOSE_EVERY == 0)
             if tp.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
             optimizer.step()
             if teacher is not None:
-                teacher.update(model, step)
+                teacher.update(model)
             step += 1
+            progress.step(sum(len(indices) for indices in batches.values()))
+        progress.close()
 
         metrics, _ = evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows), tp.eval_batch_size,
                               device, autocast)
