@@ -280,7 +280,9 @@ def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
     metrics = _check_run_outputs(layout, run_spec.name, prepared_dir, record)
     assert "test" not in metrics  # the test split is unlabelled
     assert 0 <= metrics["dev"]["sst"] <= 1 and -1 <= metrics["dev"]["sts"] <= 1
-    assert (layout.live_dir(run_spec.name)).is_dir()
+    # The last epoch's curve point is the whole dev set's score, computed once for both.
+    logged = json.loads((layout.live_dir(run_spec.name) / "metrics.json").read_text())
+    assert logged["dev"] == metrics["dev"]
 
 
 def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):

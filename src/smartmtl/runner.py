@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dvclive import Live
@@ -60,6 +61,17 @@ def write_predictions(directory: Path, task: str, split: str, features: TaskFeat
         pd.DataFrame({"id": features.ids, "prediction": predictions}).to_csv(path, index=False)
 
 
+def score_split(model, split_features: dict[str, TaskFeatures], params: Params, device, autocast,
+                ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each task's predictions on one split, and its scores where the split is labelled."""
+    predictions, task_scores = {}, {}
+    for task, task_features in split_features.items():
+        predictions[task], _ = predict(model, task_features, task, params.train.eval_batch_size, device, autocast)
+        if task_features.labels is not None:
+            task_scores[task] = task_metric(task, predictions[task], task_features.labels.numpy())
+    return predictions, scores(task_scores)
+
+
 def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
     """Train ``spec`` and write its outputs; return its metrics record."""
     tasks = tasks_of(spec.schedule)
@@ -68,6 +80,8 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if init is not None and not init.exists():
         raise FileNotFoundError(f"{spec.name} starts from the QQP pretrain checkpoint {init}, which does not "
                                 "exist: run `dvc repro pretrain` first")
+    device = pick_device()
+    autocast = autocast_for(device, params.train.precision)
 
     started = time.perf_counter()
     live = Live(dir=str(layout.live_dir(spec.name)), save_dvc_exp=False, dvcyaml=None, report=None) \
@@ -78,9 +92,17 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
             live.log_metric(key, value)
         live.next_step()
 
+    # The last epoch is scored on the whole dev set once, for its curve point and for the result.
+    dev_predictions: dict[str, np.ndarray] = {}
+
+    def score_dev(model) -> dict[str, float]:
+        predictions, dev_scores = score_split(model, features["dev"], params, device, autocast)
+        dev_predictions.update(predictions)
+        return dev_scores
+
     model = train(spec, params, features["train"], features["dev"], init=init,
                   resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
-                  stop_after_epochs=stop_after_epochs)
+                  stop_after_epochs=stop_after_epochs, final_evaluation=score_dev)
     train_seconds = time.perf_counter() - started
     distributed.stop()  # rank 0 scores and saves alone
     if live:
@@ -88,19 +110,18 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if stop_after_epochs is not None or not distributed.is_main_process():
         return {}
 
-    device = pick_device()
-    autocast = autocast_for(device, params.train.precision)
     record = {"name": spec.name, "kind": spec.kind, "label": spec.label, "config": spec.config()}
     for split in ("dev", "test"):
-        split_scores = {}
+        if split == "dev" and dev_predictions:
+            predictions = dev_predictions
+            split_scores = scores({task: task_metric(task, predictions[task], features["dev"][task].labels.numpy())
+                                   for task in tasks if features["dev"][task].labels is not None})
+        else:
+            predictions, split_scores = score_split(model, features[split], params, device, autocast)
         for task in tasks:
-            task_features = features[split][task]
-            predictions, _ = predict(model, task_features, task, params.train.eval_batch_size, device, autocast)
-            write_predictions(layout.predictions_dir(spec.name), task, split, task_features, predictions)
-            if task_features.labels is not None:
-                split_scores[task] = task_metric(task, predictions, task_features.labels.numpy())
+            write_predictions(layout.predictions_dir(spec.name), task, split, features[split][task], predictions[task])
         if split_scores:
-            record[split] = scores(split_scores)
+            record[split] = split_scores
     record["train_seconds"] = round(train_seconds, 1)
 
     with atomic_path(layout.model_dir(spec.name)) as directory:

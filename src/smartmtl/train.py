@@ -208,7 +208,10 @@ def load_resume(directory: Path, model, optimizer, teacher, run_id: str, surgery
 def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], dev_data: dict[str, TaskFeatures],
           *, init: Path | None = None, resume_dir: Path | None = None,
           on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
-          stop_after_epochs: int | None = None) -> MultitaskModel:
+          stop_after_epochs: int | None = None,
+          final_evaluation: Callable[[MultitaskModel], dict[str, float]] | None = None) -> MultitaskModel:
+    """Train ``spec``; after each epoch score ``train.epoch_eval_rows`` dev rows, or, after the
+    last, call ``final_evaluation`` instead (the runner scores the whole dev set once there)."""
     tp = params.train
     distributed.start()
     torch.manual_seed(tp.seed + distributed.rank())  # processes draw their own dropout and SMART noise
@@ -258,8 +261,11 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
             progress.step(sum(len(indices) for indices in batches.values()))
         progress.close()
 
-        metrics, _ = evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows), tp.eval_batch_size,
-                              device, autocast)
+        if final_evaluation is not None and epoch == len(plan) - 1:
+            metrics = final_evaluation(model)
+        else:
+            metrics, _ = evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows), tp.eval_batch_size,
+                                  device, autocast)
         seconds = time.perf_counter() - started
         history.append({**{f"dev/{k}": v for k, v in metrics.items()},
                         **{f"train/{k}": v for k, v in terms.means().items()}, "train/seconds": seconds})
