@@ -1,47 +1,119 @@
 """Benchmark: our training step against the Hugging Face Trainer, on the same real batches.
 
-In one process, on the same QQP training pairs (as one concatenated sequence each):
-1. the Hugging Face ``Trainer`` fine-tuning the same backbone as a sequence classifier,
-   fp32, dynamic padding (``DataCollatorWithPadding``): what a user would do instead;
-2. our plain step (task loss only);
-3. our SMART step (adversarial term + Bregman proximal term), with the laptop preset's
-   settings (no ascent step, bf16) and with the paper's (one ascent step, float32 perturbation);
-4. our PCGrad step (three tasks, one flat gradient each), against a plain three-task step.
-It prints examples per second, the ratios the issue sets targets for, and peak memory
-(on CUDA per phase; on the CPU the process's peak resident size after each phase, which
-only grows). Numbers, not asserts: run it, read it, compare across commits.
+Each phase runs in its own process (so that its peak memory is its own) on the same QQP
+training pairs, each pair one concatenated sequence:
+- ``trainer``: the Hugging Face ``Trainer`` fine-tuning the same backbone as a sequence
+  classifier with dynamic padding, in the precision ours resolves to: what a user would do instead;
+- ``plain``: our step with the task loss only;
+- ``smart``: our SMART step as params.yaml sets it (its ascent steps, the Bregman teacher);
+- ``plain_3task``, ``pcgrad`` and ``smart_3task``: one step over SST, QQP and STS, plain, with
+  gradient surgery, and with SMART: the step of a simultaneous epoch.
+Each phase goes over its batches twice and times the second pass. It prints one table:
+examples per second, peak memory, the ratios the speed issue sets targets for, and what one
+simultaneous SMART epoch over all of params.yaml's SST training rows costs at that rate.
+Numbers, not asserts: run it (``make bench``), read it, compare across commits.
 
-    python bench/train_step.py [--steps 20] [--batch-size 32] [--precision bf16]
+    python bench/train_step.py [--steps 20] [--batch-size 32] [--precision auto|bf16|fp32]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import platform
 import resource
+import subprocess
+import sys
 import time
 
-import numpy as np
-import torch
-
-from smartmtl import smart
-from smartmtl.backbone import load_tokenizer, resolve_backbone
-from smartmtl.config import parse_params
-from smartmtl.data import load_split
-from smartmtl.features import bucketed_batches, tokenize
-from smartmtl.presets import render
-from smartmtl.train import StepTerms, autocast_for, build_model, pick_device, step_gradients
-from smartmtl.variants import RunSpec
+PHASES = ("trainer", "plain", "smart", "plain_3task", "pcgrad", "smart_3task")
+TASKS = ("sst", "qqp", "sts")
 
 
-def peak_memory(device: torch.device) -> str:
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def peak_mib(torch, device) -> float:
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        torch.cuda.reset_peak_memory_stats()
-        return f"{peak:,.0f} MiB (GPU, this phase)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:,.0f} MiB (process peak RSS so far)"
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
-def hf_trainer(backbone: str, frame, steps: int, batch_size: int, device: torch.device) -> float:
+def time_second_pass(torch, device, batches: list, run_step) -> float:
+    """Examples per second over the second of two passes: the first pays for new shapes."""
+    examples = 0
+    for index, batch in enumerate(batches + batches):
+        if index == len(batches):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            examples, started = 0, time.perf_counter()
+        examples += run_step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return examples / (time.perf_counter() - started)
+
+
+def run_phase(phase: str, args) -> dict:
+    import numpy as np
+    import torch
+
+    from smartmtl import smart
+    from smartmtl.config import load_params
+    from smartmtl.data import load_split
+    from smartmtl.features import bucketed_batches, load_features
+    from smartmtl.hardware import autocast_for, pick_device, resolve_precision
+    from smartmtl.train import StepTerms, build_model, step_gradients
+    from smartmtl.variants import grid_spec
+
+    params = load_params(args.params)
+    device = pick_device()
+    precision = resolve_precision(args.precision, device)
+    features = load_features(params, TASKS, "concat", splits=("train",))["train"]
+    rows = args.steps * args.batch_size
+    rng = np.random.default_rng(0)
+    if phase.endswith("3task") or phase == "pcgrad":
+        per_task = [bucketed_batches(features[t].lengths[:rows], args.batch_size, rng) for t in TASKS]
+        batches = [dict(zip(TASKS, group, strict=True)) for group in zip(*per_task, strict=False)]
+    else:
+        batches = [{"qqp": b} for b in bucketed_batches(features["qqp"].lengths[:rows], args.batch_size, rng)]
+
+    if phase == "trainer":
+        speed = hf_trainer(params, load_split(params.data.prepared_dir, "qqp", "train").iloc[:rows], args, device,
+                           precision)
+        return {"examples_per_s": speed, "peak_mib": peak_mib(torch, device), "precision": precision}
+
+    spec = dataclasses.replace(grid_spec(params, "bench", params.model.dropout, params.smart.lambda_s),
+                               smart=phase.startswith("smart"), surgery=phase == "pcgrad", pretrained=False)
+    torch.manual_seed(0)
+    model = build_model(spec, params).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    teacher = smart.EmaTeacher(model, smart.teacher_beta(params.smart.teacher_horizon, 2 * len(batches))) \
+        if spec.smart and params.smart.mu > 0 else None
+    autocast = autocast_for(device, precision)
+    surgery_rng = torch.Generator().manual_seed(0)
+
+    def step(batch) -> int:
+        optimizer.zero_grad(set_to_none=True)
+        step_gradients(model, teacher, batch, features, spec, params, StepTerms(), device, autocast, surgery_rng)
+        optimizer.step()
+        if teacher is not None:
+            teacher.update(model)
+        return sum(len(indices) for indices in batch.values())
+
+    return {"examples_per_s": time_second_pass(torch, device, batches, step), "peak_mib": peak_mib(torch, device),
+            "precision": precision, "sst_rows": len(features["sst"])}
+
+
+def hf_trainer(params, frame, args, device, precision: str) -> float:
+    import torch
     from transformers import (
         AutoModelForSequenceClassification,
         DataCollatorWithPadding,
@@ -50,104 +122,80 @@ def hf_trainer(backbone: str, frame, steps: int, batch_size: int, device: torch.
         TrainingArguments,
     )
 
+    from smartmtl.backbone import load_tokenizer, resolve_backbone
+
     class Clock(TrainerCallback):  # time the second pass, as for ours
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == args.max_steps // 2:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 self.started = time.perf_counter()
 
-    tokenizer = load_tokenizer(backbone)
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_backbone(backbone), num_labels=2,
+    tokenizer = load_tokenizer(params.model.backbone)
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_backbone(params.model.backbone), num_labels=2,
                                                                dtype=torch.float32)
-    encoded = tokenizer(frame["sentence1"].tolist(), frame["sentence2"].tolist(), truncation=True, max_length=64)
+    encoded = tokenizer(frame["sentence1"].tolist(), frame["sentence2"].tolist(), truncation=True,
+                        max_length=params.model.max_length)
     data = [{**{key: values[i] for key, values in encoded.items()}, "labels": int(label)}
             for i, label in enumerate(frame["label"])]
-    # The Trainer also goes over the data twice and is timed on the second pass.
-    data = data + data
-    args = TrainingArguments(output_dir="bench/out/trainer", per_device_train_batch_size=batch_size,
-                             max_steps=2 * steps, learning_rate=1e-5, report_to=[], save_strategy="no",
-                             logging_strategy="no", use_cpu=device.type == "cpu", dataloader_num_workers=0)
+    training = TrainingArguments(output_dir="bench/out/trainer", per_device_train_batch_size=args.batch_size,
+                                 max_steps=2 * args.steps, learning_rate=1e-5, report_to=[], save_strategy="no",
+                                 logging_strategy="no", use_cpu=device.type == "cpu", dataloader_num_workers=0,
+                                 bf16=precision == "bf16")
     clock = Clock()
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
-                      callbacks=[clock])
+    trainer = Trainer(model=model, args=training, train_dataset=data + data,
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[clock])
     trainer.train()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - clock.started)
-
-
-def ours(params, features: dict, batches: list[dict], spec: RunSpec, device, precision: str) -> float:
-    torch.manual_seed(0)
-    model = build_model(spec, params).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    teacher = smart.EmaTeacher(model, 0.99, 0.999, 0.1, len(batches)) if spec.smart else None
-    autocast = autocast_for(device, precision)
-    surgery_rng = torch.Generator().manual_seed(0)
-    # Two passes over the same batches, the first untimed: every batch length is a new
-    # shape, and the first sight of a shape pays for kernel selection (notably on CUDA).
-    examples = 0
-    for step, batch in enumerate(batches + batches):
-        if step == len(batches):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            examples, started = 0, time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        step_gradients(model, teacher, batch, features, spec, params, StepTerms(), device, autocast, surgery_rng)
-        examples += sum(len(indices) for indices in batch.values())
-        optimizer.step()
-        if teacher is not None:
-            teacher.update(model, step)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return examples / (time.perf_counter() - started)
+    return args.steps * args.batch_size / (time.perf_counter() - clock.started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    parser.add_argument("--prepared-dir", default="data/prepared")
-    parser.add_argument("--backbone", default=None, help="Another backbone than the laptop preset's.")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--params", default="params.yaml", help="Whose SMART and model settings to use.")
+    parser.add_argument("--phases", default=",".join(PHASES), help="A comma-separated subset of " + ", ".join(PHASES))
+    parser.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase, print its JSON
     args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, args)))
+        return
 
-    raw = render("laptop")
-    raw["data"]["prepared_dir"] = args.prepared_dir
-    raw["model"]["max_length"] = 64
-    raw["model"]["backbone"] = args.backbone or raw["model"]["backbone"]
-    params = parse_params(raw)
-    # SMART as the paper sets it: one ascent step, perturbed forwards in float32.
-    paper_smart = parse_params({**raw, "smart": {**raw["smart"], "steps": 1, "fp32_perturbation": True}})
-    device = pick_device()
-    tokenizer = load_tokenizer(params.model.backbone)
-    n = args.steps * args.batch_size
-    frames = {task: load_split(params.data.prepared_dir, task, "train").iloc[:n] for task in ("sst", "qqp", "sts")}
-    features = {task: tokenize(frame, task, "concat", tokenizer, 64) for task, frame in frames.items()}
-    rng = np.random.default_rng(0)
-    qqp_batches = [{"qqp": b} for b in bucketed_batches(features["qqp"].lengths, args.batch_size, rng)]
-    multi = [{t: b for t, b in zip(("sst", "qqp", "sts"), group, strict=True)} for group in zip(
-        *(bucketed_batches(features[t].lengths, args.batch_size, rng) for t in ("sst", "qqp", "sts")), strict=False)]
-
-    print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.steps} steps, "
-          f"backbone {params.model.backbone}, ours in {args.precision}")
-    base = dict(name="bench", kind="bench", label="bench", head="concat", pretrained=False, dropout=0.1, lambda_s=1.0)
     results = {}
-    results["hf_trainer"] = hf_trainer(params.model.backbone, frames["qqp"], args.steps, args.batch_size, device)
-    print(f"HF Trainer (fp32, dynamic padding): {results['hf_trainer']:8.1f} examples/s   {peak_memory(device)}")
-    for name, spec, batches, settings in [
-        ("plain", RunSpec(schedule="simultaneous", smart=False, surgery=False, **base), qqp_batches, params),
-        ("smart_laptop", RunSpec(schedule="simultaneous", smart=True, surgery=False, **base), qqp_batches, params),
-        ("smart_paper", RunSpec(schedule="simultaneous", smart=True, surgery=False, **base), qqp_batches, paper_smart),
-        ("plain_3task", RunSpec(schedule="simultaneous", smart=False, surgery=False, **base), multi, params),
-        ("pcgrad_3task", RunSpec(schedule="simultaneous", smart=False, surgery=True, **base), multi, params),
-    ]:
-        results[name] = ours(settings, features, batches, spec, device, args.precision)
-        print(f"ours, {name:13s}:                {results[name]:8.1f} examples/s   {peak_memory(device)}")
-    print(f"plain / Trainer speed:      {results['plain'] / results['hf_trainer']:.2f}x  (target >= 2)")
-    print(f"SMART step cost / plain:    {results['plain'] / results['smart_laptop']:.2f}x laptop preset (no ascent, "
-          f"bf16), {results['plain'] / results['smart_paper']:.2f}x paper (1 ascent step, fp32 perturbation)  "
-          "(target <= 3)")
-    print(f"PCGrad step cost / plain:   {results['plain_3task'] / results['pcgrad_3task']:.2f}x  "
-          "(one backward per task either way; the extra is flattening and projecting)")
+    for phase in args.phases.split(","):
+        command = [sys.executable, __file__, "--phase", phase, "--steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--precision", args.precision, "--params", args.params]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
+        results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(report(results, args))
+
+
+def report(results: dict, args) -> str:
+    import torch
+
+    precision = next(iter(results.values()))["precision"]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
+    lines = [f"{time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+             f"batch {args.batch_size}, {args.steps} steps timed, {precision}, settings of {args.params}",
+             "", "| step | examples/s | peak memory (MiB) | vs Trainer | cost vs plain |", "|---|---:|---:|---:|---:|"]
+    trainer = results.get("trainer", {}).get("examples_per_s")
+    plain = {"smart": "plain", "pcgrad": "plain_3task", "smart_3task": "plain_3task"}
+    for phase, result in results.items():
+        speed = result["examples_per_s"]
+        versus = f"{speed / trainer:.2f}x" if trainer and phase != "trainer" else ""
+        base = results.get(plain.get(phase, ""), {}).get("examples_per_s")
+        cost = f"{base / speed:.2f}x" if base else ""
+        lines.append(f"| {phase} | {speed:,.1f} | {result['peak_mib']:,.0f} | {versus} | {cost} |")
+    if "smart_3task" in results:
+        rows = results["smart_3task"]["sst_rows"]
+        lines.append(f"\nOne simultaneous SMART epoch (3 x {rows:,} examples) at this rate: "
+                     f"~{3 * rows / results['smart_3task']['examples_per_s']:,.0f} s")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
