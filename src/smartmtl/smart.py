@@ -147,8 +147,8 @@ class Perturbation:
     update: str = "project"  # "project" (Algorithm 1) or "normalize" (the MT-DNN reference code)
     norm: str = "inf"  # per-token norm of the ball: "inf" or "l2"
     sigma: float = 1e-2  # std of the Gaussian start
-    epsilon: float = 5e-2  # radius of the ball
-    eta: float = 5e-2  # ascent step size
+    epsilon: float = 2e-2  # radius of the ball
+    eta: float = 2e-2  # ascent step size
     steps: int = 1  # ascent steps
 
     def __post_init__(self):
