@@ -99,7 +99,7 @@ def main() -> None:
             print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
         # params requires model.dropout and smart.lambda_s to be a cell of the sweep: Table 2's row.
-        spec = grid_spec(params, name, params.model.dropout, params.smart.lambda_s)
+        spec = grid_spec(params, name, params.model.dropout, params.smart.lambda_s, params.train.seed)
         started = time.perf_counter()
         model = train(spec, params, features["train"], features["dev"], init=pretrain_file,
                       on_epoch=lambda epoch, m, name=name: print(

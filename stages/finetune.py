@@ -1,7 +1,9 @@
-"""Stage `finetune`: train one model of Table 2, Table 3's grid or Figure 3, and score it.
+"""Stage `finetune`: train one run (a row of Table 2, a cell of Table 3's grid or a Figure 3
+curve, with one seed) and score it.
 
-Writes ``models/<name>/``, ``predictions/<name>/``, ``metrics/finetune/<name>.json`` and
-``dvclive/<name>/``. An interrupted run started again resumes from its last finished epoch.
+Writes ``models/<run>/``, ``predictions/<run>/``, ``metrics/finetune/<run>.json`` and
+``dvclive/<run>/``, where ``<run>`` is ``<row>-s<seed>``. An interrupted run started again
+resumes from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -15,33 +17,34 @@ from smartmtl.stage import PARAMS_OPTION, stage_context
 from smartmtl.variants import grid_spec, sst_lambda_spec, table2_spec
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+SEED = typer.Option(..., help="The run's seed (a value of sweep.seeds).")
 
 
 @app.command()
 def variant(name: str = typer.Argument(..., help="A key of `variants` in params.yaml (a Table 2 row)."),
-            params: Path = PARAMS_OPTION) -> None:
+            seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
     """Train a Table 2 model, as `variants.<name>` in params.yaml describes it."""
     with stage_context("finetune", params) as settings:
-        run(table2_spec(settings, name), settings)
+        run(table2_spec(settings, name, seed), settings)
 
 
 @app.command()
-def grid(name: str = typer.Option(..., help="Output name, e.g. grid-d0.1-l5."),
+def grid(name: str = typer.Option(..., help="The cell's name, e.g. grid-d0.1-l5."),
          dropout: float = typer.Option(..., help="A value of sweep.dropout."),
          lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.lambda_s."),
-         params: Path = PARAMS_OPTION) -> None:
+         seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
     """Train Concat+SMART+Pretrain at one dropout x lambda_s cell of Table 3."""
     with stage_context("finetune", params) as settings:
-        run(grid_spec(settings, name, dropout, lambda_s), settings)
+        run(grid_spec(settings, name, dropout, lambda_s, seed), settings)
 
 
 @app.command("sst-lambda")
-def sst_lambda(name: str = typer.Option(..., help="Output name, e.g. sst-l0.5."),
+def sst_lambda(name: str = typer.Option(..., help="The curve's name, e.g. sst-l0.5."),
                lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.sst_lambda_s."),
-               params: Path = PARAMS_OPTION) -> None:
+               seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
     """Train SST alone with SMART at one lambda_s (Figure 3)."""
     with stage_context("finetune", params) as settings:
-        run(sst_lambda_spec(settings, name, lambda_s), settings)
+        run(sst_lambda_spec(settings, name, lambda_s, seed), settings)
 
 
 if __name__ == "__main__":

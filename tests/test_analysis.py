@@ -46,10 +46,10 @@ def build(root: Path) -> None:
     epochs = {0.5: 3, 5.0: 4}
     for lam, n in epochs.items():
         name = f"sst-lambda{lam:g}"
-        (metrics / f"{name}.json").write_text(json.dumps({"name": name, "kind": "sst_lambda", "config": {"lambda_s": lam}, "dev": {"sst": 0.5}}))
+        (metrics / f"{name}.json").write_text(json.dumps({"name": name, "kind": "sst_lambda", "config": {"lambda_s": lam, "seed": 0}, "dev": {"sst": 0.5}}))
         write_tsv(root, name, "dev/sst", [0.40 + 0.03 * e + 0.01 * lam for e in range(n)])
     for name in ("grid-d0.1-l1", "concat"):
-        (metrics / f"{name}.json").write_text(json.dumps({"name": name, "kind": "grid", "config": {"lambda_s": 1.0}, "dev": {"overall": 0.7}}))
+        (metrics / f"{name}.json").write_text(json.dumps({"name": name, "kind": "grid", "config": {"lambda_s": 1.0, "seed": 0}, "dev": {"overall": 0.7}}))
         write_tsv(root, name, "dev/overall", [0.6, 0.7, 0.72])
         for task in ("sst", "qqp", "sts"):
             write_tsv(root, name, f"train/loss_{task}", [1.0, 0.6, 0.4])
@@ -104,7 +104,7 @@ def test_confusion_csv_has_one_row_per_dev_example(analysed):
 def test_fig3_csv_one_row_per_epoch_per_lambda(analysed):
     root, _ = analysed
     frame = pd.read_csv(root / "plots" / "fig3_lambda_sst.csv")
-    assert list(frame.columns) == ["epoch", "lambda_s", "sst_dev_accuracy"]
+    assert list(frame.columns) == ["epoch", "lambda_s", "seed", "sst_dev_accuracy"]
     assert len(frame) == 3 + 4
     assert frame.groupby("lambda_s").size().to_dict() == {0.5: 3, 5.0: 4}
     assert frame[frame["lambda_s"] == 5.0]["epoch"].tolist() == [1, 2, 3, 4]
@@ -145,5 +145,5 @@ def test_no_lambda_models_still_writes_fig3(tmp_path):
         path.unlink()
     analyse(tmp_path)
     frame = pd.read_csv(tmp_path / "plots" / "fig3_lambda_sst.csv")
-    assert len(frame) == 0 and list(frame.columns) == ["epoch", "lambda_s", "sst_dev_accuracy"]
+    assert len(frame) == 0 and list(frame.columns) == ["epoch", "lambda_s", "seed", "sst_dev_accuracy"]
     assert (tmp_path / "plots" / "fig3_lambda_sst.png").exists()

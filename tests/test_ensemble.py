@@ -38,7 +38,7 @@ def write_model(root: Path, name: str, overall: float, sst, qqp, sts, kind: str 
                 dropout: float = 0.1) -> None:
     metrics = root / "metrics" / "finetune"
     metrics.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "kind": kind, "label": "Concat+SMART+Pretrain", "config": {"dropout": dropout, "lambda_s": 1.0},
+    record = {"name": name, "kind": kind, "label": "Concat+SMART+Pretrain", "config": {"dropout": dropout, "lambda_s": 1.0, "seed": 0},
               "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.8, "overall": overall}, "train_seconds": 1.0}
     (metrics / f"{name}.json").write_text(json.dumps(record))
     for split in splits:

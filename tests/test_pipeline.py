@@ -1,8 +1,8 @@
 """End to end: the real `dvc repro` on the smoke preset in a throwaway copy of the project.
 
 It checks what a user relies on: every table, figure and metrics file appears with sane
-values; a second `dvc repro` does nothing; changing one grid value reruns only what
-depends on it; a bad variant name fails with a message naming what exists.
+values; a second `dvc repro` does nothing; changing one grid value or adding a seed reruns
+only what depends on it; a bad variant name fails with a message naming what exists.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def project(tmp_path_factory) -> Path:
 
 def test_every_table_figure_and_metric_appears(project: Path):
     tables = project / "metrics" / "tables"
-    for name in ("table1_data", "table2_methods", "table3_grid", "table4_ensemble"):
+    for name in ("table1_data", "table2_methods", "table3_grid", "table4_ensemble", "table5_claims"):
         assert (tables / f"{name}.md").read_text().strip(), name
         assert not pd.read_csv(tables / f"{name}.csv").empty, name
-    for figure in ("fig3_lambda_sst", "fig4_sst_confusion", "fig4_sts_scatter", "training_curves"):
+    for figure in ("fig3_lambda_sst", "fig4_sst_confusion", "fig4_sts_scatter", "training_curves", "table5_claims"):
         assert (project / "plots" / f"{figure}.png").stat().st_size > 10_000, figure
     report = (project / "metrics" / "report.md").read_text()
     assert "Table 2" in report and "../plots/fig4_sts_scatter.png" in report
@@ -66,15 +66,16 @@ def test_every_table_figure_and_metric_appears(project: Path):
     assert "test" not in ensemble  # the shipped test files carry no labels
 
     finetuned = {path.stem for path in (project / "metrics" / "finetune").glob("*.json")}
-    assert {"pretrain", "baseline", "cos_sim", "concat", "concat_smart", "concat_smart_star",
-            "concat_smart_surgery_pretrain", "grid-d0.1-l1.0", "grid-d0.3-l1.0", "sst-l1.0", "sst-l5.0"} <= finetuned
+    assert {"pretrain", "baseline-s0", "cos_sim-s0", "concat-s0", "concat_smart-s0", "concat_smart_star-s0",
+            "concat_star-s0", "concat_smart_surgery_pretrain-s0", "grid-d0.1-l1.0-s0", "grid-d0.3-l1.0-s0",
+            "sst-l1.0-s0", "sst-l5.0-s0"} <= finetuned
     predictions = pd.read_csv(project / "predictions" / "ensemble" / "qqp-test.csv")
     assert list(predictions.columns) == ["id", "prediction"] and set(predictions["prediction"]) <= {0, 1}
 
 
 def test_metrics_and_plots_commands_work(project: Path):
     shown = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
-    assert "ensemble.json" in shown and "grid-d0.1-l1.0.json" in shown
+    assert "ensemble.json" in shown and "grid-d0.1-l1.0-s0.json" in shown
     sh("dvc", "plots", "show", "--json", cwd=project)
 
 
@@ -85,13 +86,23 @@ def test_second_repro_does_nothing_and_a_grid_change_reruns_only_its_dependents(
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace("- 0.1\n", "- 0.2\n", 1))
     changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
-    assert "grid@0.2-1.0" in changed
+    assert "grid@0.2-1.0-0" in changed
     assert not {stage for stage in changed if stage.split("@")[0] in ("prepare", "pretrain", "finetune", "sst_lambda")}
     (project / "params.yaml").write_text(params)
 
 
+def test_a_new_seed_adds_only_its_own_training_stages(project: Path):
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("  seeds:\n  - 0\n", "  seeds:\n  - 0\n  - 1\n", 1))
+    changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
+    (project / "params.yaml").write_text(params)
+    training = {stage for stage in changed if stage.split("@")[0] in ("pretrain", "finetune", "grid", "sst_lambda")}
+    assert training and all(stage.endswith("-1") for stage in training), training
+    assert {"finetune@concat-1", "grid@0.1-1.0-1", "sst_lambda@5.0-1"} <= training
+
+
 def test_unknown_variant_names_what_exists(project: Path):
-    result = sh("python", "stages/finetune.py", "variant", "no_such_model", cwd=project, check=False)
+    result = sh("python", "stages/finetune.py", "variant", "no_such_model", "--seed", "0", cwd=project, check=False)
     assert result.returncode == 1
     assert "no_such_model" in result.stderr and "concat_smart_star" in result.stderr
     assert "Traceback" not in result.stderr
@@ -101,7 +112,7 @@ def test_predict_prints_all_three_tasks(project: Path):
     result = sh("smartmtl", "predict", "--model", "ensemble", "A fine film.", "A good movie.", cwd=project)
     assert "sentiment:" in result.stdout and "paraphrase:" in result.stdout and "similarity:" in result.stdout
     missing = sh("smartmtl", "predict", "--model", "nope", "x", cwd=project, check=False)
-    assert missing.returncode == 1 and "nope" in missing.stderr and "grid-d0.1-l1.0" in missing.stderr
+    assert missing.returncode == 1 and "nope" in missing.stderr and "grid-d0.1-l1.0-s0" in missing.stderr
 
 
 def test_experiment_workflow(project: Path):
@@ -109,8 +120,8 @@ def test_experiment_workflow(project: Path):
     sh("git", "add", "-A", cwd=project)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "smoke results", cwd=project)
     run = sh("dvc", "exp", "run", "-S", "sweep.sst_epochs=1", cwd=project).stdout
-    assert "Running stage 'sst_lambda@1.0'" in run and "Running stage 'grid" not in run
+    assert "Running stage 'sst_lambda@1.0-0'" in run and "Running stage 'grid" not in run
     shown = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout))
     assert '"sst_epochs": 1' in shown  # the experiment's parameter, as DVC records it
     diff = sh("dvc", "metrics", "diff", "--json", cwd=project).stdout
-    assert "sst-l1.0.json" in diff
+    assert "sst-l1.0-s0.json" in diff

@@ -1,4 +1,5 @@
-"""Report: Tables 2-4 beside the paper, the Table 2 grid mapping, missing models, report.md links."""
+"""Report: Tables 2-5 beside the paper, means over seeds, the Table 2 grid mapping, missing
+models, the claims' paired intervals, report.md links."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ VARIANTS = {
     "concat": {"label": "Concat", "head": "concat", "schedule": "sequential"},
     "concat_smart": {"label": "Concat+SMART", "head": "concat", "schedule": "sequential", "smart": True},
     "concat_smart_star": {"label": "Concat+SMART*", "head": "concat", "schedule": "simultaneous", "smart": True},
+    "concat_star": {"label": "Concat*", "head": "concat", "schedule": "simultaneous"},
     "concat_smart_surgery_pretrain": {"label": "Concat+SMART+Surgery+Pretrain", "head": "concat", "schedule": "simultaneous", "smart": True, "surgery": True, "pretrained": True},
 }
 
@@ -29,7 +31,8 @@ def make_params():
             "preset": "laptop",
             "model": {"dropout": 0.3},
             "smart": {"lambda_s": 1.0},
-            "sweep": {"dropout": [0.1, 0.3, 0.7], "lambda_s": [1.0, 5.0]},
+            "sweep": {"seeds": [0, 1, 2], "dropout": [0.1, 0.3, 0.7], "lambda_s": [1.0, 5.0],
+                      "sst_lambda_s": [1.0, 5.0]},
             "variants": VARIANTS,
             "train": {"epochs": 2, "batch_size": 16, "lr": 2e-5},
         }
@@ -40,26 +43,38 @@ def scores(value: float) -> dict:
     return {"sst": value, "qqp": value + 0.1, "sts": value + 0.2, "overall": value + 0.05}
 
 
-def write_metrics(root: Path, name: str, kind: str, dev: dict, config: dict | None = None, seconds=10.0) -> None:
+def write_metrics(root: Path, row: str, kind: str, dev: dict, config: dict | None = None, seconds=10.0,
+                  seed: int = 0) -> None:
     folder = root / "metrics" / "finetune"
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "kind": kind, "label": name, "config": config or {}, "dev": dev, "train_seconds": seconds}
+    record = {"name": f"{row}-s{seed}", "row": row, "kind": kind, "label": row, "config": {**(config or {}), "seed": seed},
+              "dev": dev, "train_seconds": seconds}
     # File names deliberately unlike model names: models are found by content.
     (folder / f"file-{len(list(folder.iterdir()))}.json").write_text(json.dumps(record))
 
 
 @pytest.fixture()
 def root(tmp_path):
-    for index, name in enumerate(["baseline", "concat", "concat_smart", "concat_smart_star", "concat_smart_surgery_pretrain"]):
-        write_metrics(tmp_path, name, "table2", scores(0.1 * index))
-    # cos_sim is missing on purpose.
+    # Three seeds a row, 0.01 apart: mean = value + 0.01, sd = 0.01.
+    rows = ["baseline", "concat", "concat_smart", "concat_smart_star", "concat_star", "concat_smart_surgery_pretrain"]
+    for index, name in enumerate(rows):
+        for seed in (0, 1, 2):
+            write_metrics(tmp_path, name, "table2", scores(0.1 * index + 0.01 * seed), seed=seed)
+    # cos_sim is missing on purpose; one seed of a run no longer in sweep.seeds must be ignored.
+    write_metrics(tmp_path, "concat", "table2", scores(0.9), seed=7)
     for dropout in (0.1, 0.3, 0.7):
         for lambda_s in (1.0, 5.0):
             if (dropout, lambda_s) == (0.7, 5.0):
                 continue  # one grid cell missing
             write_metrics(tmp_path, f"g-{dropout}-{lambda_s}", "grid", scores(dropout + lambda_s / 100), {"dropout": dropout, "lambda_s": lambda_s})
+    # Figure 3's runs: lambda_s 5 above lambda_s 1 by 0.02 +- 0.01 over three seeds.
+    for seed, gap in zip((0, 1, 2), (0.01, 0.02, 0.03)):
+        write_metrics(tmp_path, "sst-l1", "sst_lambda", {"sst": 0.4}, {"lambda_s": 1.0}, seed=seed)
+        write_metrics(tmp_path, "sst-l5", "sst_lambda", {"sst": 0.4 + gap}, {"lambda_s": 5.0}, seed=seed)
+    best_member = {"sst": 0.49, "qqp": 0.81, "sts": 0.84, "overall": 0.73}
     (tmp_path / "metrics" / "ensemble.json").write_text(
-        json.dumps({"members": ["g-0.3-1.0"], "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.85, "overall": 0.74}, "members_dev": {}})
+        json.dumps({"members": ["g-0.3-1.0"], "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.85, "overall": 0.74},
+                    "members_dev": {"g-0.3-1.0": best_member}})
     )
     (tmp_path / "metrics" / "analysis.json").write_text(
         json.dumps({"model": "ensemble", "sts_worst_pair": {"sentence1": "a cat", "sentence2": "a dog", "gold": 5.0, "prediction": 2.2}})
@@ -92,13 +107,18 @@ def test_table2_has_paper_beside_ours_and_maps_pretrain_row_to_grid_cell(root):
     for column in ("SST", "SST (paper)", "QQP", "QQP (paper)", "STS", "STS (paper)", "Overall", "Overall (paper)", "Training Method"):
         assert column in frame.columns
     assert frame.loc["Concat", "SST (paper)"] == 0.494
-    assert frame.loc["Concat", "SST"] == pytest.approx(0.1)
-    # params: dropout 0.3, lambda_s 1 -> grid model g-0.3-1.0 whose dev sst = 0.3 + 0.01.
+    # The mean and standard deviation over the three seeds (seed 7 is not in sweep.seeds).
+    assert frame.loc["Concat", "SST"] == pytest.approx(0.11)
+    assert frame.loc["Concat", "SST sd"] == pytest.approx(0.01)
+    assert frame.loc["Concat", "n"] == 3
+    assert math.isnan(frame.loc["Concat* (no SMART)", "SST (paper)"])  # our control: not in the paper
+    # params: dropout 0.3, lambda_s 1 -> grid cell g-0.3-1.0 whose dev sst = 0.3 + 0.01, one seed.
     row = frame.loc["Concat+SMART+Pretrain"]
     assert row["SST"] == pytest.approx(0.31)
     assert row["Overall"] == pytest.approx(0.36)
+    assert row["n"] == 1 and math.isnan(row["SST sd"])
     assert row["Overall (paper)"] == 0.791
-    assert "g-0.3-1.0" in row["Our model"]
+    assert "dropout=0.3, lambda_s=1" in row["Our row"]
 
 
 def test_table2_missing_model_is_nan_with_note(root):
@@ -106,7 +126,7 @@ def test_table2_missing_model_is_nan_with_note(root):
     assert math.isnan(frame.loc["Cos-Sim", "SST"])
     assert frame.loc["Cos-Sim", "SST (paper)"] == 0.507
     markdown = (root / "metrics" / "tables" / "table2_methods.md").read_text()
-    assert "Cos-Sim: model 'cos_sim' has no table2 metrics" in markdown
+    assert "Cos-Sim: no run of cos_sim has dev metrics" in markdown
 
 
 def test_table_notes_state_differences(root):
@@ -149,11 +169,31 @@ def test_table4_dev_beside_paper_and_unlabelled_test_note(root):
 def test_report_inlines_tables_and_links_existing_figures(root):
     report = (root / "metrics" / "report.md").read_text()
     assert "### Table 1: data" in report
-    for title in ("Table 2:", "Table 3:", "Table 4:"):
+    for title in ("Table 2:", "Table 3:", "Table 4:", "Table 5:"):
         assert title in report
     assert "](../plots/fig3_lambda_sst.png)" in report
     assert "](../plots/fig4_sts_scatter.png)" in report
     assert "](../plots/fig4_sst_confusion.png)" not in report  # not produced: no dead link
     assert "fig4_sst_confusion.png missing" in report
     assert "a cat" in report and "a dog" in report
-    assert "| g-0.3-1.0" in report  # runtime table
+    assert "| g-0.3-1.0-s0" in report  # runtime table
+    assert "](../plots/table5_claims.png)" in report
+
+
+def test_table5_pairs_runs_by_seed_and_gives_verdicts(root):
+    frame = table(root, "table5_claims")
+    claim = frame[frame["Claim"].str.startswith("SMART helps in sequential") & (frame["Metric"] == "sst")].iloc[0]
+    # concat_smart (index 2) minus concat (index 1): 0.1 at every seed, so a zero-width interval.
+    assert claim["n"] == 3 and claim["Difference"] == pytest.approx(0.1)
+    assert claim["95% low"] == pytest.approx(0.1) and claim["Verdict"] == "holds"
+    reversed_ = frame[frame["Claim"].str.startswith("Simultaneous beats") & (frame["Metric"] == "overall")].iloc[0]
+    assert reversed_["Difference"] == pytest.approx(0.1)  # index 3 - index 2
+    lam = frame[frame["Claim"].str.startswith("lambda_s 5 beats 1")].iloc[0]
+    # differences 0.01, 0.02, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.303 -> half-width 0.0248
+    assert lam["Difference"] == pytest.approx(0.02)
+    assert lam["95% high"] - lam["Difference"] == pytest.approx(4.3027 * 0.01 / 3**0.5, rel=1e-3)
+    assert lam["Verdict"] == "not resolved at this scale"
+    pretrain = frame[frame["Claim"].str.startswith("QQP pretraining")].iloc[0]
+    assert pretrain["n"] == 1 and pretrain["Verdict"].startswith("not resolved (fewer than 2 seeds)")
+    ensemble = frame[frame["Claim"].str.startswith("The ensemble") & (frame["Metric"] == "overall")].iloc[0]
+    assert ensemble["Difference"] == pytest.approx(0.01)

@@ -24,7 +24,7 @@ from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
 SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous",
-               smart=True, surgery=False, pretrained=False, dropout=0.1, lambda_s=1.0)
+               smart=True, surgery=False, pretrained=False, dropout=0.1, lambda_s=1.0, seed=0, row="tiny")
 
 
 def spec(**changes) -> RunSpec:
@@ -274,7 +274,7 @@ def _check_run_outputs(layout, name, prepared, record, tasks=TASKS):
 
 def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
     params = tiny_params(prepared_dir)
-    run_spec = table2_spec(params, "concat_smart_star")
+    run_spec = table2_spec(params, "concat_smart_star", 0)
     layout = Layout(tmp_path)
     record = run(run_spec, params, layout)
     metrics = _check_run_outputs(layout, run_spec.name, prepared_dir, record)
@@ -287,7 +287,7 @@ def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
 
 def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):
     params = tiny_params(labelled_prepared_dir)
-    run_spec = table2_spec(params, "cos_sim")
+    run_spec = table2_spec(params, "cos_sim", 0)
     layout = Layout(tmp_path)
     record = run(run_spec, params, layout)
     metrics = _check_run_outputs(layout, run_spec.name, labelled_prepared_dir, record)
@@ -296,7 +296,7 @@ def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):
 
 def test_pretrain_variant_without_checkpoint(prepared_dir, tmp_path):
     params = tiny_params(prepared_dir)
-    run_spec = table2_spec(params, "concat_smart_surgery_pretrain")
+    run_spec = table2_spec(params, "concat_smart_surgery_pretrain", 0)
     assert run_spec.pretrained
     layout = Layout(tmp_path)
     missing = layout.model_dir(PRETRAIN) / "model.safetensors"

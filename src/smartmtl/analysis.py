@@ -231,7 +231,7 @@ def read_dvclive(dvclive_dir: Path, name: str, metric: str) -> pd.DataFrame | No
 
 
 def lambda_curves(metrics: dict[str, dict], dvclive_dir: Path) -> pd.DataFrame:
-    """Figure 3's data: epoch (step + 1), lambda_s, sst_dev_accuracy for every sst_lambda model."""
+    """Figure 3's data: epoch (step + 1), lambda_s, seed, sst_dev_accuracy for every sst_lambda run."""
     rows = []
     for name, record in sorted(metrics.items()):
         if record.get("kind") != "sst_lambda":
@@ -239,11 +239,12 @@ def lambda_curves(metrics: dict[str, dict], dvclive_dir: Path) -> pd.DataFrame:
         curve = read_dvclive(dvclive_dir, name, "dev/sst")
         if curve is None:
             continue
-        lambda_s = float(record.get("config", {}).get("lambda_s", math.nan))
+        config = record.get("config", {})
+        lambda_s, seed = float(config.get("lambda_s", math.nan)), int(config.get("seed", 0))
         for step, value in zip(curve["step"], curve["value"]):
-            rows.append({"epoch": int(step) + 1, "lambda_s": lambda_s, "sst_dev_accuracy": float(value)})
-    frame = pd.DataFrame(rows, columns=["epoch", "lambda_s", "sst_dev_accuracy"])
-    return frame.sort_values(["lambda_s", "epoch"], kind="stable").reset_index(drop=True)
+            rows.append({"epoch": int(step) + 1, "lambda_s": lambda_s, "seed": seed, "sst_dev_accuracy": float(value)})
+    frame = pd.DataFrame(rows, columns=["epoch", "lambda_s", "seed", "sst_dev_accuracy"])
+    return frame.sort_values(["lambda_s", "seed", "epoch"], kind="stable").reset_index(drop=True)
 
 
 def _lambda_text(value: float) -> str:
@@ -256,14 +257,24 @@ def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
         _no_data(figure, "No sst_lambda model has DVCLive dev/sst data yet")
         axis.set_axis_off()
     else:
-        for lambda_s, group in curves.groupby("lambda_s", sort=True):
-            axis.plot(group["epoch"], group["sst_dev_accuracy"], marker="o", label=f"para_{_lambda_text(lambda_s)}")
+        colours = plt.get_cmap("tab10")
+        for index, (lambda_s, group) in enumerate(curves.groupby("lambda_s", sort=True)):
+            colour = colours(index % colours.N)
+            for _, run in group.groupby("seed"):  # each seed faintly, the mean boldly
+                axis.plot(run["epoch"], run["sst_dev_accuracy"], color=colour, alpha=0.3, linewidth=1)
+            mean = group.groupby("epoch")["sst_dev_accuracy"].mean()
+            seeds = group["seed"].nunique()
+            axis.plot(mean.index, mean.values, color=colour, marker="o", linewidth=2.5,
+                      label=f"lambda_s = {_lambda_text(lambda_s)} (mean of {seeds} seed{'s' * (seeds > 1)})")
+        # An axis that starts at chance (1 of 5 classes) rather than at the data, so that
+        # a difference of a few sentences does not look like a win.
+        axis.set_ylim(0.2, max(0.6, float(curves["sst_dev_accuracy"].max()) + 0.05))
         axis.set_xlabel("epoch")
         axis.set_ylabel("SST dev accuracy")
         axis.set_title("Figure 3: SMART regularisation strength on SST (trained alone)")
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
-        axis.legend(title="lambda_s")
+        axis.legend()
     figure.tight_layout()
     _save_figure(figure, destination)
 
@@ -390,8 +401,9 @@ def run_analysis(
         for index in range(len(SST_CLASSES))
     }
     best_lambda = None
-    if not curves.empty:
-        best = curves.loc[curves["sst_dev_accuracy"].idxmax()]
+    if not curves.empty:  # the best mean over seeds
+        means = curves.groupby(["lambda_s", "epoch"], as_index=False)["sst_dev_accuracy"].mean()
+        best = means.loc[means["sst_dev_accuracy"].idxmax()]
         best_lambda = {"lambda_s": float(best["lambda_s"]), "epoch": int(best["epoch"]), "sst_dev_accuracy": float(best["sst_dev_accuracy"])}
     result = {
         "model": model,

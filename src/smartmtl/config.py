@@ -88,6 +88,7 @@ class TrainParams(_Strict):
     decay: Literal["constant", "linear"] = "constant"
     # "auto": bf16 where the hardware computes in it, else fp32 (smartmtl.hardware).
     precision: Precision = "auto"
+    # The QQP pretraining's seed; every fine-tuning run takes its own from sweep.seeds.
     seed: int = 0
     # The command dvc.yaml starts the training stages with: `python`, or for several GPUs
     # `torchrun --nproc_per_node 4` (or `accelerate launch`); see smartmtl.distributed.
@@ -144,6 +145,9 @@ class Variant(_Strict):
 
 
 class SweepParams(_Strict):
+    # Every fine-tuning run (Table 2's rows, Table 3's cells, Figure 3's runs) once per seed:
+    # tables report mean and spread, Table 5 pairs runs of the same seed.
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
     # Table 3: Concat+SMART+Pretrain for every dropout x lambda_s.
     dropout: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5], min_length=1)
     lambda_s: list[float] = Field([1.0, 5.0], min_length=1)
@@ -153,6 +157,8 @@ class SweepParams(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> SweepParams:
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds {self.seeds} must be distinct and non-negative")
         for value in self.dropout:
             if not 0 <= value < 1:
                 raise ValueError(f"dropout {value} is outside [0, 1)")

@@ -1,8 +1,10 @@
 """Table 4: an ensemble of trained models, combined prediction by prediction.
 
 Members are either named in ``params.ensemble.members`` or, with ``"auto"``, the
-``params.ensemble.size`` best grid models (Table 3) by dev overall score, ties broken by
-name. The member list is a ranking, best first, and the ranking breaks voting ties.
+``params.ensemble.size`` best grid runs (Table 3's cells, each seed a run) by dev overall
+score, ties broken by name: cells and seeds compete, so the ensemble takes whichever mix
+dev prefers (members of other seeds make different mistakes; measured, four seeds of one
+cell beat four cells of one seed). The member list is a ranking, best first, and the ranking breaks voting ties.
 
 Combination rules, per task and split, example by example (matched on ``id``):
 
@@ -215,6 +217,15 @@ def write_predictions(frame: pd.DataFrame, task: str, destination: str | Path) -
         frame.to_csv(path, index=False)
 
 
+def gains(ensemble_dev: dict[str, float], members_dev: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The ensemble's dev scores minus its mean member's and minus its best member's (by overall)."""
+    best = max(members_dev, key=lambda scores: scores.get("overall", -math.inf))
+    return {
+        "over_mean_member": {m: ensemble_dev[m] - float(np.mean([s[m] for s in members_dev])) for m in ensemble_dev},
+        "over_best_member": {m: ensemble_dev[m] - best[m] for m in ensemble_dev},
+    }
+
+
 # ---------------------------------------------------------------------------- stage
 
 
@@ -262,5 +273,6 @@ def build_ensemble(
         if scored is not None:
             result[split] = scored
     result["members_dev"] = {name: metrics[name].get("dev", {}) for name in members}
+    result["gain"] = gains(result["dev"], list(result["members_dev"].values()))
     write_json(result, output_metrics)
     return result

@@ -10,9 +10,11 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from smartmtl import presets
+from smartmtl.claims import runs_by_row, spread, table5
 from smartmtl.config import TASKS, Params, parse_params
 from smartmtl.ensemble import load_model_metrics
 from smartmtl.errors import UserError
@@ -30,6 +32,8 @@ PAPER_TABLE2 = [
     {"Model": "Concat", "Training Method": "Sequential", "model": "concat", "sst": 0.494, "qqp": 0.795, "sts": 0.833, "overall": 0.735},
     {"Model": "Concat+SMART", "Training Method": "Sequential", "model": "concat_smart", "sst": 0.530, "qqp": 0.782, "sts": 0.771, "overall": 0.733},
     {"Model": "Concat+SMART*", "Training Method": "Simultaneous", "model": "concat_smart_star", "sst": 0.510, "qqp": 0.883, "sts": 0.874, "overall": 0.777},
+    # Not in the paper: the control that "SMART helps in simultaneous training" needs.
+    {"Model": "Concat* (no SMART)", "Training Method": "Simultaneous", "model": "concat_star", "sst": math.nan, "qqp": math.nan, "sts": math.nan, "overall": math.nan},
     {"Model": "Concat+SMART+Pretrain", "Training Method": "Simultaneous", "model": None, "sst": 0.530, "qqp": 0.906, "sts": 0.873, "overall": 0.791},
     {"Model": "Concat+SMART+Surgery+Pretrain", "Training Method": "Simultaneous", "model": "concat_smart_surgery_pretrain", "sst": 0.533, "qqp": 0.904, "sts": 0.864, "overall": 0.790},
 ]
@@ -59,12 +63,15 @@ FIGURES = [
     ("Figure 4 (left): SST dev confusion matrix", "fig4_sst_confusion.png"),
     ("Figure 4 (right): STS dev prediction vs gold", "fig4_sts_scatter.png"),
     ("Training curves", "training_curves.png"),
+    ("Table 5 as a forest plot: paired differences over seeds with 95 % intervals", "table5_claims.png"),
 ]
 
 TABLE1 = "table1_data.md"
 TABLE2 = "table2_methods"
 TABLE3 = "table3_grid"
 TABLE4 = "table4_ensemble"
+TABLE5 = "table5_claims"
+FOREST_PNG = "table5_claims.png"
 
 
 class ReportError(UserError, RuntimeError):
@@ -144,74 +151,111 @@ def _side_by_side(ours: dict[str, float], paper: dict[str, float] | None) -> dic
     return row
 
 
-def find_grid_model(metrics: dict[str, dict], dropout: float, lambda_s: float) -> tuple[str | None, list[str]]:
-    """The grid model trained with this dropout and lambda_s (by its recorded config)."""
-    matches = sorted(
-        name
-        for name, record in metrics.items()
-        if record.get("kind") == "grid"
-        and math.isclose(float(record.get("config", {}).get("dropout", math.nan)), dropout)
-        and math.isclose(float(record.get("config", {}).get("lambda_s", math.nan)), lambda_s)
-    )
-    return (matches[0] if matches else None), matches
+def _over_seeds(by_seed: dict[int, dict[str, float]], paper: dict[str, float] | None) -> dict[str, float]:
+    """Mean and standard deviation over seeds of each metric, n, and the paper's single number."""
+    row: dict[str, float] = {"n": len(by_seed)}
+    for metric in METRICS:
+        mean, sd, _ = spread(by_seed, metric)
+        row[COLUMN[metric]] = mean
+        row[f"{COLUMN[metric]} sd"] = sd
+        row[f"{COLUMN[metric]} (paper)"] = paper[metric] if paper else math.nan
+    return row
 
 
 def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
-    rows, notes = [], []
+    rows_by_key, rows, notes = runs_by_row(metrics), [], []
     for paper in PAPER_TABLE2:
         key = paper["model"]
-        record = None
         if key is None:  # Concat+SMART+Pretrain is the grid cell at the default dropout and lambda_s
             dropout, lambda_s = params.model.dropout, params.smart.lambda_s
-            name, matches = find_grid_model(metrics, dropout, lambda_s)
             source = f"grid cell dropout={dropout:g}, lambda_s={lambda_s:g}"
-            if name is None:
-                notes.append(f"{paper['Model']}: no grid model with dropout={dropout:g}, lambda_s={lambda_s:g} was found; row left empty.")
-            else:
-                record = metrics[name]
-                source += f" ({name})"
-                if len(matches) > 1:
-                    notes.append(f"{paper['Model']}: several grid models match ({', '.join(matches)}); {name} is shown.")
+            runs = rows_by_key.get(("grid", round(dropout, 6), round(lambda_s, 6)), {})
         else:
             source = key
-            record = metrics.get(key)
+            runs = rows_by_key.get(("table2", key), {}) if key in params.variants else {}
             if key not in params.variants:
                 notes.append(f"{paper['Model']}: variant '{key}' is not in params.variants; row left empty.")
-                record = None
-            elif record is None or record.get("kind") != "table2":
-                notes.append(f"{paper['Model']}: model '{key}' has no table2 metrics in metrics/finetune; row left empty.")
-                record = None
-        rows.append({"Model": paper["Model"], "Training Method": paper["Training Method"], "Our model": source, **_side_by_side(_ours(record), paper)})
+        if not runs and (key is None or key in params.variants):
+            notes.append(f"{paper['Model']}: no run of {source} has dev metrics in metrics/finetune; row left empty.")
+        paper_values = None if math.isnan(paper["overall"]) else paper
+        rows.append({"Model": paper["Model"], "Training Method": paper["Training Method"], "Our row": source,
+                     **_over_seeds(runs, paper_values)})
     notes.append(
         "Training Method: the paper's merged cells are read as Conventional (Baseline, Cos-Sim), "
         "Sequential (Concat, Concat+SMART) and Simultaneous (the rest), following Section 5.4.1."
     )
+    notes.append(_seeds_note(params))
     return pd.DataFrame(rows), notes
 
 
+def _seeds_note(params: Params) -> str:
+    return (f"Ours: mean and standard deviation (sd) over n runs with seeds {params.sweep.seeds}; the paper reports "
+            "one run. A difference smaller than the sd is not a result: Table 5 pairs the runs seed by seed.")
+
+
 def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
-    rows, notes, missing = [], [], []
+    rows_by_key, rows, notes, missing = runs_by_row(metrics), [], [], []
     for lambda_s in sorted(params.sweep.lambda_s):
         for dropout in sorted(params.sweep.dropout):
-            name, matches = find_grid_model(metrics, dropout, lambda_s)
-            if name is None:
+            runs = rows_by_key.get(("grid", round(dropout, 6), round(lambda_s, 6)), {})
+            if not runs:
                 missing.append(f"(lambda_s={lambda_s:g}, dropout={dropout:g})")
-            elif len(matches) > 1:
-                notes.append(f"lambda_s={lambda_s:g}, dropout={dropout:g}: several grid models match ({', '.join(matches)}); {name} is shown.")
             paper = next(
                 (values for (lam, d), values in PAPER_TABLE3.items() if math.isclose(lam, lambda_s) and math.isclose(d, dropout)),
                 None,
             )
-            rows.append({"lambda_s": lambda_s, "Dropout": dropout, **_side_by_side(_ours(metrics.get(name) if name else None), paper)})
+            rows.append({"lambda_s": lambda_s, "Dropout": dropout, **_over_seeds(runs, paper)})
     frame = pd.DataFrame(rows)
     if missing:
         notes.append(f"Not trained (empty rows): {', '.join(missing)}.")
     if frame["Overall"].notna().any():
         best = frame.loc[frame["Overall"].idxmax()]
-        notes.append(f"Our best cell: lambda_s={best['lambda_s']:g}, dropout={best['Dropout']:g} (overall {best['Overall']:.3f}); the paper's best: lambda_s=5 with dropout 0.1 or 0.4 (0.798).")
+        notes.append(f"Our best cell by mean: lambda_s={best['lambda_s']:g}, dropout={best['Dropout']:g} (overall "
+                     f"{best['Overall']:.3f} +- {best['Overall sd']:.3f}); the paper's best: lambda_s=5 with dropout 0.1 "
+                     "or 0.4 (0.798).")
     if frame["Overall (paper)"].isna().any():
         notes.append("Paper columns are empty where the paper has no such (lambda_s, dropout) cell.")
+    notes.append(_seeds_note(params))
     return frame, notes
+
+
+def table5_notes() -> list[str]:
+    return [
+        "Each claim compares two rows run by run with the same seed (same data order, same initial heads): "
+        "Difference is the mean of (first row - second row) over the n seeds both ran; the interval is a 95 % "
+        "t-interval (scipy.stats.t).",
+        "Verdict: holds (interval above 0, the paper's sign), reversed (below 0), not resolved at this scale "
+        "(the interval contains 0). For the surgery claim, holds means no difference was resolved.",
+        "Dev scores: members, presets and the SMART radius were chosen on dev, so these are not test results.",
+    ]
+
+
+def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
+    """The forest plot of Table 5: each claim's paired difference per metric with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = frame[frame["n"] >= 1].iloc[::-1]
+    figure, axis = plt.subplots(figsize=(10, 0.32 * len(shown) + 1.5))
+    labels = [f"{claim[:60]}{'...' if len(claim) > 60 else ''} [{metric}]" for claim, metric in
+              zip(shown["Claim"], shown["Metric"], strict=True)]
+    y = np.arange(len(shown))
+    for row, (_, claim) in zip(y, shown.iterrows(), strict=True):
+        colour = {"holds": "tab:green", "reversed": "tab:red"}.get(claim["Verdict"], "tab:gray")
+        if not math.isnan(claim["95% low"]):
+            axis.plot([claim["95% low"], claim["95% high"]], [row, row], color=colour, linewidth=2)
+        axis.plot([claim["Difference"]], [row], "o", color=colour)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_yticks(y, labels, fontsize=8)
+    axis.set_xlabel("paired difference on dev (first row - second row), 95 % interval over seeds")
+    axis.set_title("Table 5: the paper's claims (green holds, red reversed, grey not resolved)")
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(destination) as path:
+        figure.savefig(path, dpi=110, format="png")
+    plt.close(figure)
 
 
 def table4(ensemble: dict | None) -> tuple[pd.DataFrame, list[str]]:
@@ -228,6 +272,10 @@ def table4(ensemble: dict | None) -> tuple[pd.DataFrame, list[str]]:
     if ensemble is not None:
         members = ", ".join(ensemble.get("members", []))
         notes.append(f"Members ({len(ensemble.get('members', []))}), best first: {members}. SST/QQP by majority vote (ties: highest-ranked member), STS by median.")
+        gain = ensemble.get("gain")
+        if gain:
+            notes.append(f"Dev overall gain over the mean member {gain['over_mean_member']['overall']:+.3f}, over the best "
+                         f"member {gain['over_best_member']['overall']:+.3f} (members were chosen on dev).")
     notes.append("Paper ranking is the CS224N leaderboard position; we have no leaderboard.")
     return pd.DataFrame(rows), notes
 
@@ -263,7 +311,7 @@ def _findings(analysis: dict | None) -> list[str]:
         )
     best = analysis.get("fig3_best")
     if best:
-        lines.append(f"Figure 3: best SST dev accuracy {best['sst_dev_accuracy']:.3f} at lambda_s={best['lambda_s']:g}, epoch {best['epoch']} (paper: lambda_s=5 best).")
+        lines.append(f"Figure 3: best mean SST dev accuracy over seeds {best['sst_dev_accuracy']:.3f} at lambda_s={best['lambda_s']:g}, epoch {best['epoch']} (paper: lambda_s=5 best; Table 5 says whether the difference is resolved).")
     return lines
 
 
@@ -300,6 +348,9 @@ def build_report(
     write_table(frame3, tables_dir / TABLE3, "Table 3: Concat+SMART+Pretrain dev scores per lambda_s and dropout (ours vs paper)", [*notes3, *common])
     frame4, notes4 = table4(ensemble)
     write_table(frame4, tables_dir / TABLE4, "Table 4: ensemble dev/test scores (ours vs paper)", [*notes4, *common])
+    frame5 = table5(params, metrics, ensemble)
+    write_table(frame5, tables_dir / TABLE5, "Table 5: the paper's claims, tested seed by seed", table5_notes())
+    plot_claims(frame5, plots_dir / FOREST_PNG)
 
     lines = [
         "# SMART fine-tuning reproduction: report",
@@ -316,7 +367,7 @@ def build_report(
     if table1.exists():
         lines += ["## Data", "", table1.read_text().strip(), ""]
     lines += ["## Results", ""]
-    for stem in (TABLE2, TABLE3, TABLE4):
+    for stem in (TABLE2, TABLE3, TABLE4, TABLE5):
         lines += [(tables_dir / f"{stem}.md").read_text().strip(), ""]
     lines += ["## Figures", ""]
     for caption, file_name in FIGURES:

@@ -110,7 +110,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if stop_after_epochs is not None or not distributed.is_main_process():
         return {}
 
-    record = {"name": spec.name, "kind": spec.kind, "label": spec.label, "config": spec.config()}
+    record = {"name": spec.name, "row": spec.row, "kind": spec.kind, "label": spec.label, "config": spec.config()}
     for split in ("dev", "test"):
         if split == "dev" and dev_predictions:
             predictions = dev_predictions

@@ -32,7 +32,8 @@ COLUMNS = ("term", "floor", "dropout_only", "delta", "grad_ratio", "bregman")
 def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, dict[str, float]]:
     """Per task, the mean of each column over ``batches`` real training batches."""
     torch.manual_seed(params.train.seed)
-    spec = dataclasses.replace(grid_spec(params, "smart-check", params.model.dropout, params.smart.lambda_s),
+    spec = dataclasses.replace(grid_spec(params, "smart-check", params.model.dropout, params.smart.lambda_s,
+                                         params.train.seed),
                                pretrained=False)
     features = load_features(params, TASKS, spec.head, splits=("train",))["train"]
     device = pick_device()

@@ -214,7 +214,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     last, call ``final_evaluation`` instead (the runner scores the whole dev set once there)."""
     tp = params.train
     distributed.start()
-    torch.manual_seed(tp.seed + distributed.rank())  # processes draw their own dropout and SMART noise
+    torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
     device = pick_device()
     autocast = autocast_for(device, tp.precision)
     tasks = tasks_of(spec.schedule)
@@ -225,7 +225,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     # fused: one kernel for all parameters; on this CPU it cuts the step's optimizer time 5x.
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
                                   weight_decay=tp.weight_decay, fused=True)
-    plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, tp.seed,
+    plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, spec.seed,
                       epochs={"pretrain": tp.pretrain_epochs, "sst_only": params.sweep.sst_epochs}.get(
                           spec.schedule, tp.epochs),
                       sequential_epochs=tp.sequential_epochs.model_dump())
@@ -233,7 +233,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     teacher = None
     if spec.smart and params.smart.mu > 0:
         teacher = smart.EmaTeacher(model, smart.teacher_beta(params.smart.teacher_horizon, total_steps))
-    surgery_rng = torch.Generator().manual_seed(tp.seed)
+    surgery_rng = torch.Generator().manual_seed(spec.seed)
 
     run_id = fingerprint(spec, params)
     history = load_resume(resume_dir, model, optimizer, teacher, run_id, surgery_rng) if resume_dir else []

@@ -1,7 +1,9 @@
 """What each trained model is: Table 2's rows, Table 3's grid, Figure 3's lambda_s runs.
 
 Every model the pipeline trains is described by one :class:`RunSpec`, built here from the
-parameters, so that a stage names a model and this module says how it trains.
+parameters, so that a stage names a model and this module says how it trains. A *row* is a
+configuration (a Table 2 row, a grid cell, a Figure 3 curve); a *run* is that row trained with
+one seed, named ``<row>-s<seed>``.
 """
 
 from __future__ import annotations
@@ -31,59 +33,68 @@ class RunSpec:
     pretrained: bool
     dropout: float
     lambda_s: float
+    seed: int
+    row: str  # the configuration this run repeats with its seed
 
     def config(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key not in ("name", "kind", "label")}
+        return {key: value for key, value in asdict(self).items() if key not in ("name", "kind", "label", "row")}
 
 
-def table2_spec(params: Params, name: str) -> RunSpec:
-    if name not in params.variants:
-        raise VariantError(f"unknown variant {name!r}; params.yaml defines: {', '.join(params.variants) or 'none'}")
-    variant = params.variants[name]
+def run_name(row: str, seed: int) -> str:
+    return f"{row}-s{seed}"
+
+
+def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
+    if row not in params.variants:
+        raise VariantError(f"unknown variant {row!r}; params.yaml defines: {', '.join(params.variants) or 'none'}")
+    variant = params.variants[row]
     return RunSpec(
-        name=name, kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
+        name=run_name(row, seed), kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
         smart=variant.smart, surgery=variant.surgery, pretrained=variant.pretrained,
         dropout=params.model.dropout if variant.dropout is None else variant.dropout,
-        lambda_s=params.smart.lambda_s if variant.lambda_s is None else variant.lambda_s,
+        lambda_s=params.smart.lambda_s if variant.lambda_s is None else variant.lambda_s, seed=seed, row=row,
     )
 
 
-def grid_spec(params: Params, name: str, dropout: float, lambda_s: float) -> RunSpec:
+def grid_spec(params: Params, row: str, dropout: float, lambda_s: float, seed: int) -> RunSpec:
     """Table 3: Concat+SMART+Pretrain at one dropout x lambda_s."""
     if dropout not in params.sweep.dropout or lambda_s not in params.sweep.lambda_s:
         raise VariantError(
             f"grid cell dropout={dropout}, lambda_s={lambda_s} is not in the sweep "
             f"(sweep.dropout={params.sweep.dropout}, sweep.lambda_s={params.sweep.lambda_s})"
         )
-    return RunSpec(name, "grid", "Concat+SMART+Pretrain", "concat", "simultaneous",
-                   smart=True, surgery=False, pretrained=True, dropout=dropout, lambda_s=lambda_s)
+    return RunSpec(run_name(row, seed), "grid", "Concat+SMART+Pretrain", "concat", "simultaneous",
+                   smart=True, surgery=False, pretrained=True, dropout=dropout, lambda_s=lambda_s, seed=seed, row=row)
 
 
-def sst_lambda_spec(params: Params, name: str, lambda_s: float) -> RunSpec:
+def sst_lambda_spec(params: Params, row: str, lambda_s: float, seed: int) -> RunSpec:
     """Figure 3: SST trained alone with SMART at one lambda_s."""
     if lambda_s not in params.sweep.sst_lambda_s:
         raise VariantError(f"lambda_s={lambda_s} is not in sweep.sst_lambda_s={params.sweep.sst_lambda_s}")
-    return RunSpec(name, "sst_lambda", f"para_{lambda_s:g}", "concat", "sst_only",
-                   smart=True, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=lambda_s)
+    return RunSpec(run_name(row, seed), "sst_lambda", f"lambda_s {lambda_s:g}", "concat", "sst_only",
+                   smart=True, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=lambda_s,
+                   seed=seed, row=row)
 
 
 def pretrain_spec(params: Params) -> RunSpec:
     """QQP further-pretraining: the concat head, the only one the +Pretrain variants use."""
-    return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain",
-                   smart=False, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=0.0)
+    return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain", smart=False, surgery=False,
+                   pretrained=False, dropout=params.model.dropout, lambda_s=0.0, seed=params.train.seed, row=PRETRAIN)
 
 
 def is_defined(params: Params, record: dict) -> bool:
-    """Whether a metrics record is of a model the parameters train. After the sweep or the
-    variants change, the files of models no longer in them stay on disk (DVC only removes
+    """Whether a metrics record is of a run the parameters train. After the sweep or the
+    variants change, the files of runs no longer in them stay on disk (DVC only removes
     the outputs of stages it runs); they must not be read as results."""
     kind, config = record.get("kind"), record.get("config", {})
 
     def among(value, allowed) -> bool:
         return value is not None and any(math.isclose(value, a) for a in allowed)
 
+    if kind in ("table2", "grid", "sst_lambda") and config.get("seed") not in params.sweep.seeds:
+        return False
     if kind == "table2":
-        return record.get("name") in params.variants
+        return record.get("row") in params.variants
     if kind == "grid":
         return among(config.get("dropout"), params.sweep.dropout) and among(config.get("lambda_s"), params.sweep.lambda_s)
     if kind == "sst_lambda":
