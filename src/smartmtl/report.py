@@ -250,7 +250,8 @@ def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set_yticks(y, labels, fontsize=8)
     axis.set_xlabel("paired difference on dev (first row - second row), 95 % interval over seeds")
-    axis.set_title("Table 5: the paper's claims (green holds, red reversed, grey not resolved)")
+    axis.set_title("Table 5: the paper's claims\n(green: holds; red: reversed; grey: not resolved or no interval)",
+                   fontsize=10)
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     with atomic_path(destination) as path:
