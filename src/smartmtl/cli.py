@@ -41,6 +41,25 @@ def smart_check(params: Path = typer.Option(Path("params.yaml"), "--params", hel
     typer.echo(format_report(check(settings, batches, batch_size), settings))
 
 
+@app.command("score-test")
+def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as data.raw_dir holding labelled test files."),
+               predictions: Path = typer.Option(Path("predictions"), help="The folder of every run's predictions."),
+               output: Path = typer.Option(Path("metrics/test_scores.csv"), help="Where to write the scores.")) -> None:
+    """Score every run's and the ensemble's test predictions against labelled test files."""
+    from smartmtl.errors import UserError
+    from smartmtl.testscore import score_test as score
+
+    try:
+        frame = score(labelled, predictions)
+    except UserError as error:
+        typer.echo(f"score-test: {error}", err=True)
+        raise typer.Exit(1) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(output, index=False)
+    typer.echo(frame.to_markdown(index=False, floatfmt=".3f"))
+    typer.echo(f"wrote {output}")
+
+
 @app.command()
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:
