@@ -26,8 +26,6 @@ from smartmtl.schedules import batch_stream
 from smartmtl.train import StepTerms, build_model, task_objective
 from smartmtl.variants import grid_spec
 
-COLUMNS = ("term", "floor", "dropout_only", "delta", "grad_ratio", "bregman")
-
 
 def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, dict[str, float]]:
     """Per task, the mean of each column over ``batches`` real training batches."""
