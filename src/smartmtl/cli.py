@@ -1,6 +1,7 @@
 """The `smartmtl` command: switch presets and use trained models.
 
-The pipeline itself runs through DVC (`dvc repro`); its stages are in stages/.
+The pipeline itself runs through DVC (`dvc repro`); its stages are in stages/. Commands that
+need torch import it themselves, so `smartmtl --help` and `smartmtl preset` answer at once.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import typer
 
 from smartmtl import presets
 from smartmtl.config import ConfigError
-from smartmtl.heads import SST_CLASSES
-from smartmtl.predict import PredictError, predict_text
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
@@ -64,6 +63,9 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:
     """Sentiment of each sentence; for a pair also paraphrase probability and similarity (0-5)."""
+    from smartmtl.heads import SST_CLASSES
+    from smartmtl.predict import PredictError, predict_text
+
     try:
         result = predict_text(model, sentences)
     except PredictError as error:
