@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import time
@@ -99,10 +100,11 @@ def main() -> None:
             print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
         # params requires model.dropout and smart.lambda_s to be a cell of the sweep: Table 2's row.
-        spec = grid_spec(params, name, params.model.dropout, params.smart.lambda_s, params.train.seed)
+        spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, params.train.seed),
+                                   name=name)
         started = time.perf_counter()
         model = train(spec, params, features["train"], features["dev"], init=pretrain_file,
-                      on_epoch=lambda epoch, m, name=name: print(
+                      on_epoch=lambda epoch, step, m, name=name: print(
                           f"{name} epoch {epoch + 1} (dev, first train.epoch_eval_rows rows): " + "  ".join(
                               f"{k.removeprefix('dev/')} {v:.4f}" for k, v in m.items() if k.startswith("dev/")),
                           flush=True))

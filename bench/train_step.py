@@ -90,7 +90,7 @@ def run_phase(phase: str, args) -> dict:
                            precision)
         return {"examples_per_s": speed, "peak_mib": peak_mib(torch, device), "precision": precision}
 
-    spec = dataclasses.replace(grid_spec(params, "bench", params.model.dropout, params.smart.lambda_s, 0),
+    spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, 0), name="bench",
                                smart=phase.startswith("smart"), surgery=phase == "pcgrad", pretrained=False)
     torch.manual_seed(0)
     model = build_model(spec, params).to(device).train()

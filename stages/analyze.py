@@ -1,9 +1,9 @@
 """Stage `analyze`: Figures 3 and 4, training curves and the Section 6 error analysis.
 
-Reads predictions/<model>/{sst,sts}-dev.csv, the prepared dev data, metrics/finetune/*.json
+Reads predictions/<model>/{sst,sts}-dev.csv, the prepared dev data, metrics/finetune/<run>.json
 and dvclive/; writes plots/fig3_lambda_sst.{png,csv}, plots/fig4_sst_confusion.png,
 plots/sst_confusion.csv, plots/fig4_sts_scatter.png, plots/sts_scatter.csv,
-plots/training_curves.png and metrics/analysis.json.
+plots/training_curves.png with its data in plots/curves/, and metrics/analysis.json.
 """
 
 from __future__ import annotations

@@ -29,22 +29,20 @@ def variant(name: str = typer.Argument(..., help="A key of `variants` in params.
 
 
 @app.command()
-def grid(name: str = typer.Option(..., help="The cell's name, e.g. grid-d0.1-l5."),
-         dropout: float = typer.Option(..., help="A value of sweep.dropout."),
+def grid(dropout: float = typer.Option(..., help="A value of sweep.dropout."),
          lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.lambda_s."),
          seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
     """Train Concat+SMART+Pretrain at one dropout x lambda_s cell of Table 3."""
     with stage_context("finetune", params) as settings:
-        run(grid_spec(settings, name, dropout, lambda_s, seed), settings)
+        run(grid_spec(settings, dropout, lambda_s, seed), settings)
 
 
 @app.command("sst-lambda")
-def sst_lambda(name: str = typer.Option(..., help="The curve's name, e.g. sst-l0.5."),
-               lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.sst_lambda_s."),
+def sst_lambda(lambda_s: float = typer.Option(..., "--lambda-s", help="A value of sweep.sst_lambda_s."),
                seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
     """Train SST alone with SMART at one lambda_s (Figure 3)."""
     with stage_context("finetune", params) as settings:
-        run(sst_lambda_spec(settings, name, lambda_s, seed), settings)
+        run(sst_lambda_spec(settings, lambda_s, seed), settings)
 
 
 if __name__ == "__main__":

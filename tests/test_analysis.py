@@ -43,28 +43,36 @@ def build(root: Path) -> None:
 
     metrics = root / "metrics" / "finetune"
     metrics.mkdir(parents=True)
+    # DVCLive's step is the optimizer step; the epoch number is logged at each epoch's end.
     epochs = {0.5: 3, 5.0: 4}
     for lam, n in epochs.items():
-        name = f"sst-lambda{lam:g}"
-        (metrics / f"{name}.json").write_text(json.dumps({"name": name, "kind": "sst_lambda", "config": {"lambda_s": lam, "seed": 0}, "dev": {"sst": 0.5}}))
-        write_tsv(root, name, "dev/sst", [0.40 + 0.03 * e + 0.01 * lam for e in range(n)])
-    for name in ("grid-d0.1-l1", "concat"):
-        (metrics / f"{name}.json").write_text(json.dumps({"name": name, "kind": "grid", "config": {"lambda_s": 1.0, "seed": 0}, "dev": {"overall": 0.7}}))
-        write_tsv(root, name, "dev/overall", [0.6, 0.7, 0.72])
+        for seed in (0, 1):
+            name = f"sst-l{lam}-s{seed}"
+            (metrics / f"{name}.json").write_text(json.dumps({"dev": {"sst": 0.5}}))
+            write_tsv(root, name, "dev/sst", [0.40 + 0.03 * e + 0.01 * lam + 0.02 * seed for e in range(n)], every=10)
+            write_tsv(root, name, "epoch", list(range(1, n + 1)), every=10)
+    for name in ("grid-d0.1-l1.0-s0", "concat-s0"):
+        (metrics / f"{name}.json").write_text(json.dumps({"dev": {"overall": 0.7}}))
+        write_tsv(root, name, "dev/overall", [0.6, 0.7, 0.72], every=10)
         for task in ("sst", "qqp", "sts"):
-            write_tsv(root, name, f"train/loss_{task}", [1.0, 0.6, 0.4])
+            write_tsv(root, name, f"train/loss_{task}", [1.0, 0.6, 0.4], every=5)
 
 
-def write_tsv(root: Path, name: str, metric: str, values: list[float]) -> None:
+def write_tsv(root: Path, name: str, metric: str, values: list[float], every: int) -> None:
     path = root / "dvclive" / name / "plots" / "metrics" / f"{metric}.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
     column = metric.split("/")[-1]
-    pd.DataFrame({"step": range(len(values)), column: values}).to_csv(path, sep="\t", index=False)
+    pd.DataFrame({"step": [every * (i + 1) for i in range(len(values))], column: values}).to_csv(path, sep="\t", index=False)
+
+
+PARAMS = {"model": {"dropout": 0.1},
+          "sweep": {"seeds": [0, 1], "dropout": [0.1], "lambda_s": [1.0], "sst_lambda_s": [0.5, 5.0]},
+          "variants": {"concat": {"label": "Concat", "head": "concat", "schedule": "sequential"}}}
 
 
 def analyse(root: Path):
     return run_analysis(
-        parse_params({}),
+        parse_params(PARAMS),
         prepared_dir=root / "data" / "prepared",
         predictions_dir=root / "predictions",
         finetune_metrics_dir=root / "metrics" / "finetune",
@@ -101,14 +109,25 @@ def test_confusion_csv_has_one_row_per_dev_example(analysed):
     assert counts[0, 4] == 1 and counts[0, 3] == 1 and counts[4, 0] == 1
 
 
-def test_fig3_csv_one_row_per_epoch_per_lambda(analysed):
-    root, _ = analysed
+def test_fig3_csv_one_row_per_epoch_per_lambda_averaged_over_seeds(analysed):
+    root, result = analysed
     frame = pd.read_csv(root / "plots" / "fig3_lambda_sst.csv")
-    assert list(frame.columns) == ["epoch", "lambda_s", "seed", "sst_dev_accuracy"]
-    assert len(frame) == 3 + 4
-    assert frame.groupby("lambda_s").size().to_dict() == {0.5: 3, 5.0: 4}
-    assert frame[frame["lambda_s"] == 5.0]["epoch"].tolist() == [1, 2, 3, 4]
-    assert frame.iloc[0]["sst_dev_accuracy"] == pytest.approx(0.405)
+    assert list(frame.columns) == ["series", "epoch", "sst_dev_accuracy"]
+    assert frame.groupby("series").size().to_dict() == {"lambda_s 0.5": 3, "lambda_s 5": 4}
+    assert frame[frame["series"] == "lambda_s 5"]["epoch"].tolist() == [1, 2, 3, 4]  # epochs, not steps
+    assert frame.iloc[0]["sst_dev_accuracy"] == pytest.approx(0.405 + 0.01)  # seeds 0 and 1: 0.405, 0.425
+    assert result["fig3_best"] == {"lambda_s": 5.0, "epoch": 4, "sst_dev_accuracy": pytest.approx(0.55)}  # 0.54, 0.56
+
+
+def test_training_curves_data_one_series_per_model_with_steps(analysed):
+    root, result = analysed
+    overall = pd.read_csv(root / "plots" / "curves" / "dev_overall.csv")
+    assert list(overall.columns) == ["series", "step", "overall"]
+    assert set(overall["series"]) == {"grid-d0.1-l1.0", "concat"}  # rows, seeds averaged
+    loss = pd.read_csv(root / "plots" / "curves" / "train_loss_sts.csv")
+    assert loss[loss["series"] == "concat"]["step"].tolist() == [5, 10, 15]
+    assert loss[loss["series"] == "concat"]["loss"].tolist() == [1.0, 0.6, 0.4]
+    assert result["training_curve_models"] == ["concat", "grid-d0.1-l1.0"]  # the SST-only runs logged no losses here
 
 
 def test_worst_sts_pair(analysed):
@@ -141,9 +160,16 @@ def test_missing_predictions_is_a_clean_error(tmp_path):
 
 def test_no_lambda_models_still_writes_fig3(tmp_path):
     build(tmp_path)
-    for path in (tmp_path / "metrics" / "finetune").glob("sst-lambda*.json"):
+    for path in (tmp_path / "metrics" / "finetune").glob("sst-l*.json"):
         path.unlink()
     analyse(tmp_path)
     frame = pd.read_csv(tmp_path / "plots" / "fig3_lambda_sst.csv")
-    assert len(frame) == 0 and list(frame.columns) == ["epoch", "lambda_s", "seed", "sst_dev_accuracy"]
+    assert len(frame) == 0 and list(frame.columns) == ["series", "epoch", "sst_dev_accuracy"]
     assert (tmp_path / "plots" / "fig3_lambda_sst.png").exists()
+
+
+def test_sts_scale_reports_how_far_predictions_reach(analysed):
+    _, result = analysed
+    scale = result["sts_scale"]
+    assert scale["gold_max"] == 5.0
+    assert scale["prediction_p99"] <= 5.0 and scale["mean_prediction_gold_4_to_5"] < 5.0

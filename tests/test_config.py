@@ -154,3 +154,17 @@ def test_committed_params_are_the_laptop_preset():
     assert committed == parse_params(presets.render("laptop")), (
         "params.yaml must stay the laptop preset: run `smartmtl preset laptop`"
     )
+
+
+def test_the_code_defaults_are_the_paper_preset():
+    # One source of defaults: a key left out of params.yaml means the paper's setting.
+    defaults = parse_params({}).model_dump(exclude={"preset", "variants"})
+    assert defaults == parse_params(presets.render("paper")).model_dump(exclude={"preset", "variants"})
+
+
+@pytest.mark.parametrize("key", ["dropout", "lambda_s", "sst_lambda_s"])
+def test_sweep_values_written_as_integers_are_refused(key):
+    # DVC names runs by the value as written: [1, 5] beside [1.0, 5.0] would train each twice.
+    with pytest.raises(ConfigError, match=rf"sweep.{key}: .*write 0.0, not 0"):
+        parse_params({"model": {"dropout": 0.0}, "smart": {"lambda_s": 0.0},
+                      "sweep": {"dropout": [0.0], "lambda_s": [0.0], "sst_lambda_s": [0.0], key: [0]}})

@@ -1,12 +1,14 @@
-"""dvc.yaml must list, for every stage, each of our modules its script imports (directly or
-through other modules): a change to an unlisted module would leave `dvc repro` thinking the
-stage's outputs are current. DVC cannot append a shared list to a stage's deps, so the
-lists are written out per stage, and this test keeps them complete."""
+"""dvc.yaml must list, for every stage, exactly the modules its script imports (directly or
+through other modules): an unlisted module would leave `dvc repro` thinking the stage's
+outputs are current, a needless one would rerun it for nothing. DVC cannot append a shared
+list to a stage's deps, so the lists are written out per stage, by this file:
+`python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests fail while they differ."""
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,10 +42,11 @@ def module_closure(script: Path) -> set[str]:
     return seen
 
 
-def stages() -> list[tuple[str, str, list[str]]]:
-    """(stage name, script, deps) for every stage of dvc.yaml."""
+def stages(text: str | None = None) -> list[tuple[str, str, list[str]]]:
+    """(stage name, script, deps) for every stage of dvc.yaml (or of ``text``)."""
     found = []
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+    text = (ROOT / "dvc.yaml").read_text() if text is None else text
+    for name, stage in yaml.safe_load(text)["stages"].items():
         body = stage.get("do", stage)
         script = re.search(r"stages/\w+\.py", body["cmd"]).group(0)
         found.append((name, script, [dep if isinstance(dep, str) else next(iter(dep)) for dep in body["deps"]]))
@@ -60,9 +63,49 @@ def test_the_import_walk_sees_through_modules():
     assert {"runner", "train", "smart", "pcgrad"} <= module_closure(ROOT / "stages" / "finetune.py")
 
 
+def module_deps(script: str) -> list[str]:
+    return sorted(f"src/smartmtl/{module}.py" for module in module_closure(ROOT / script))
+
+
+_STAGE = re.compile(r"^  (\w+):$")
+_MODULE = re.compile(r"^      - src/smartmtl/\w+\.py$")
+
+
+def with_module_deps(text: str) -> str:
+    """dvc.yaml's text with each stage's module lines replaced by the ones its script needs,
+    right after the script's own line; everything else (comments included) is kept."""
+    scripts = {name: script for name, script, _ in stages(text)}
+    lines, stage = [], None
+    for line in text.splitlines():
+        if match := _STAGE.match(line):
+            stage = match.group(1)
+        if _MODULE.match(line):
+            continue
+        lines.append(line)
+        if stage in scripts and line.strip() == f"- {scripts[stage]}":
+            lines.extend(f"      - {path}" for path in module_deps(scripts[stage]))
+    return "\n".join(lines) + "\n"
+
+
 @pytest.mark.parametrize("name,script,deps", stages(), ids=[s[0] for s in stages()])
-def test_stage_lists_its_script_and_every_module_it_imports(name, script, deps):
+def test_stage_lists_its_script_and_exactly_the_modules_it_imports(name, script, deps):
     assert script in deps, f"stage {name}: {script} is not among its deps"
-    missing = sorted(f"src/smartmtl/{module}.py" for module in module_closure(ROOT / script)
-                     if f"src/smartmtl/{module}.py" not in deps)
-    assert not missing, f"stage {name} imports modules dvc.yaml does not list as its deps: {missing}"
+    listed = sorted(dep for dep in deps if dep.startswith("src/smartmtl/"))
+    assert listed == module_deps(script), (f"stage {name}: dvc.yaml lists {listed}, its script imports "
+                                           f"{module_deps(script)}; run `make deps`")
+
+
+def test_make_deps_writes_what_the_test_expects_and_changes_nothing_twice():
+    text = (ROOT / "dvc.yaml").read_text()
+    once = with_module_deps(text)
+    assert with_module_deps(once) == once
+    for name, script, deps in stages(once):
+        assert sorted(d for d in deps if d.startswith("src/")) == module_deps(script), name
+
+
+if __name__ == "__main__":  # make deps
+    path = ROOT / "dvc.yaml"
+    before = path.read_text()
+    after = with_module_deps(before)
+    path.write_text(after)
+    print("dvc.yaml: module deps " + ("rewritten" if after != before else "already current"), file=sys.stderr)

@@ -10,12 +10,19 @@ import pandas as pd
 import pytest
 
 from smartmtl.config import parse_params
-from smartmtl.ensemble import EnsembleError, build_ensemble, combine, load_model_metrics, select_members, vote
+from smartmtl.ensemble import EnsembleError, build_ensemble, combine, select_members, vote
 from smartmtl.evaluate import overall_score
+from smartmtl.outputs import Layout, load_model_metrics, move_stale
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]
 QQP_GOLD = [0, 1, 1, 0]
 STS_GOLD = [0.0, 1.0, 2.5, 4.0, 5.0]
+
+
+# Runs of the sweep params() defines, named as the pipeline names them.
+GRID_A, GRID_B, GRID_C, GRID_D = "grid-d0.1-l1.0-s0", "grid-d0.1-l1.0-s1", "grid-d0.3-l1.0-s0", "grid-d0.3-l1.0-s1"
+CONCAT = "concat-s0"
+OLD = "grid-d0.05-l1.0-s0"  # a cell of an earlier sweep
 
 
 def ids(task: str, n: int) -> list[str]:
@@ -34,12 +41,10 @@ def write_prepared(root: Path, test_labels: bool = False) -> Path:
     return prepared
 
 
-def write_model(root: Path, name: str, overall: float, sst, qqp, sts, kind: str = "grid", splits=("dev", "test"),
-                dropout: float = 0.1) -> None:
+def write_model(root: Path, name: str, overall: float, sst, qqp, sts, splits=("dev", "test")) -> None:
     metrics = root / "metrics" / "finetune"
     metrics.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "kind": kind, "label": "Concat+SMART+Pretrain", "config": {"dropout": dropout, "lambda_s": 1.0, "seed": 0},
-              "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.8, "overall": overall}, "train_seconds": 1.0}
+    record = {"dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.8, "overall": overall}, "train_seconds": 1.0}
     (metrics / f"{name}.json").write_text(json.dumps(record))
     for split in splits:
         folder = root / "predictions" / name
@@ -49,7 +54,9 @@ def write_model(root: Path, name: str, overall: float, sst, qqp, sts, kind: str 
 
 
 def params(members="auto", size=3):
-    return parse_params({"ensemble": {"members": members, "size": size}})
+    return parse_params({"ensemble": {"members": members, "size": size},
+                         "sweep": {"seeds": [0, 1], "dropout": [0.1, 0.3], "lambda_s": [1.0], "sst_lambda_s": [1.0]},
+                         "variants": {"concat": {"label": "Concat", "head": "concat", "schedule": "sequential"}}})
 
 
 def run(root: Path, p):
@@ -59,6 +66,7 @@ def run(root: Path, p):
         predictions_dir=root / "predictions",
         prepared_dir=root / "data" / "prepared",
         output_metrics=root / "metrics" / "ensemble.json",
+        output_summary=root / "metrics" / "summary.json",
     )
 
 
@@ -92,64 +100,85 @@ def test_median_for_sts():
 
 def test_auto_selects_best_grid_models_by_dev_overall_ties_by_name(tmp_path):
     sst, qqp, sts = SST_GOLD, QQP_GOLD, STS_GOLD
-    write_model(tmp_path, "grid-c", 0.70, sst, qqp, sts)
-    write_model(tmp_path, "grid-b", 0.80, sst, qqp, sts)
-    write_model(tmp_path, "grid-a", 0.80, sst, qqp, sts)
-    write_model(tmp_path, "grid-d", 0.60, sst, qqp, sts)
-    write_model(tmp_path, "concat", 0.99, sst, qqp, sts, kind="table2")
-    metrics = load_model_metrics(tmp_path / "metrics" / "finetune")
-    assert select_members(params(size=3), metrics, tmp_path / "predictions") == ["grid-a", "grid-b", "grid-c"]
+    write_model(tmp_path, GRID_C, 0.70, sst, qqp, sts)
+    write_model(tmp_path, GRID_B, 0.80, sst, qqp, sts)
+    write_model(tmp_path, GRID_A, 0.80, sst, qqp, sts)
+    write_model(tmp_path, GRID_D, 0.60, sst, qqp, sts)
+    write_model(tmp_path, CONCAT, 0.99, sst, qqp, sts)  # a Table 2 row, not a grid cell
+    metrics = load_model_metrics(tmp_path / "metrics" / "finetune", params())
+    assert metrics[CONCAT]["kind"] == "table2" and metrics[GRID_A]["config"]["dropout"] == 0.1
+    assert select_members(params(size=3), metrics, tmp_path / "predictions") == [GRID_A, GRID_B, GRID_C]
 
 
 def test_auto_ignores_grid_models_of_an_earlier_sweep(tmp_path):
     # A cell dropped from sweep.dropout leaves its files behind; its score must not count.
-    write_model(tmp_path, "grid-old", 0.95, SST_GOLD, QQP_GOLD, STS_GOLD, dropout=0.05)
-    write_model(tmp_path, "grid-a", 0.80, SST_GOLD, QQP_GOLD, STS_GOLD)
-    write_model(tmp_path, "grid-b", 0.70, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, OLD, 0.95, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_A, 0.80, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_B, 0.70, SST_GOLD, QQP_GOLD, STS_GOLD)
     write_prepared(tmp_path)
-    assert run(tmp_path, params(size=2))["members"] == ["grid-a", "grid-b"]
-    everything = load_model_metrics(tmp_path / "metrics" / "finetune")
-    assert select_members(params(size=2), everything, tmp_path / "predictions")[0] == "grid-old"
+    assert OLD not in load_model_metrics(tmp_path / "metrics" / "finetune", params())
+    assert run(tmp_path, params(size=2))["members"] == [GRID_A, GRID_B]
+    summary = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    assert list(summary) == ["dev_ensemble", "dev_overall", "dev_sst"]  # test labels absent: no test scores
+    assert summary["dev_overall"] == {"grid-d0.1-l1.0": pytest.approx(0.75)}  # seeds 0 and 1 averaged
+
+
+def test_outputs_of_runs_no_longer_defined_move_to_stale(tmp_path):
+    write_model(tmp_path, OLD, 0.95, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_A, 0.80, SST_GOLD, QQP_GOLD, STS_GOLD)
+    for name in (OLD, GRID_A, "pretrain"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "model.safetensors").write_text(name)
+    assert move_stale(params(), Layout(tmp_path)) == [OLD]
+    for kept in (tmp_path / "models" / GRID_A, tmp_path / "models" / "pretrain", tmp_path / "predictions" / GRID_A):
+        assert kept.is_dir()
+    assert not (tmp_path / "models" / OLD).exists() and not (tmp_path / "metrics" / "finetune" / f"{OLD}.json").exists()
+    assert (tmp_path / "stale" / "models" / OLD / "model.safetensors").read_text() == OLD
+    assert json.loads((tmp_path / "stale" / "metrics" / "finetune" / f"{OLD}.json").read_text())["dev"]["overall"] == 0.95
+    # A second move (the old run trained again, then dropped again) replaces the earlier copy.
+    write_model(tmp_path, OLD, 0.90, SST_GOLD, QQP_GOLD, STS_GOLD)
+    assert move_stale(params(), Layout(tmp_path)) == [OLD]
+    assert json.loads((tmp_path / "stale" / "metrics" / "finetune" / f"{OLD}.json").read_text())["dev"]["overall"] == 0.90
 
 
 def test_untrained_member_error_names_it_and_lists_existing(tmp_path):
-    write_model(tmp_path, "grid-a", 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
-    write_model(tmp_path, "grid-b", 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_A, 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_B, 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
     write_prepared(tmp_path)
-    with pytest.raises(EnsembleError, match=r"'grid-zz' was not trained.*grid-a, grid-b"):
-        run(tmp_path, params(members=["grid-a", "grid-zz"]))
+    with pytest.raises(EnsembleError, match=rf"'grid-zz' was not trained.*{GRID_A}, {GRID_B}"):
+        run(tmp_path, params(members=[GRID_A, "grid-zz"]))
 
 
 def test_member_without_predictions_is_an_error(tmp_path):
-    write_model(tmp_path, "grid-a", 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
-    write_model(tmp_path, "grid-b", 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
-    (tmp_path / "predictions" / "grid-b" / "sts-dev.csv").unlink()
+    write_model(tmp_path, GRID_A, 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_B, 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
+    (tmp_path / "predictions" / GRID_B / "sts-dev.csv").unlink()
     write_prepared(tmp_path)
-    with pytest.raises(EnsembleError, match=r"'grid-b' has no predictions"):
-        run(tmp_path, params(members=["grid-a", "grid-b"]))
+    with pytest.raises(EnsembleError, match=rf"'{GRID_B}' has no predictions"):
+        run(tmp_path, params(members=[GRID_A, GRID_B]))
 
 
 def test_id_mismatch_names_member_and_ids(tmp_path):
-    write_model(tmp_path, "grid-a", 0.9, SST_GOLD, QQP_GOLD, STS_GOLD)
-    write_model(tmp_path, "grid-b", 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
-    path = tmp_path / "predictions" / "grid-b" / "qqp-dev.csv"
+    write_model(tmp_path, GRID_A, 0.9, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_B, 0.8, SST_GOLD, QQP_GOLD, STS_GOLD)
+    path = tmp_path / "predictions" / GRID_B / "qqp-dev.csv"
     frame = pd.read_csv(path)
     frame.loc[2, "id"] = "stranger"
     frame.to_csv(path, index=False)
     write_prepared(tmp_path)
-    with pytest.raises(EnsembleError, match=r"qqp-dev: member 'grid-b'.*lacks 1 .*'qqp2'.*has 1 .*'stranger'"):
+    with pytest.raises(EnsembleError, match=rf"qqp-dev: member '{GRID_B}'.*lacks 1 .*'qqp2'.*has 1 .*'stranger'"):
         run(tmp_path, params(size=2))
 
 
 def test_build_writes_predictions_and_metrics(tmp_path):
     write_prepared(tmp_path)
     # Ranked by dev overall: a (0.9), b (0.8), c (0.7).
-    write_model(tmp_path, "grid-a", 0.9, [0, 1, 2, 3, 4, 1], [0, 1, 0, 0], [0.0, 1.0, 2.0, 3.0, 4.0])
-    write_model(tmp_path, "grid-b", 0.8, [0, 2, 2, 0, 3, 2], [1, 1, 1, 1], [1.0, 1.0, 3.0, 5.0, 5.0])
-    write_model(tmp_path, "grid-c", 0.7, [1, 2, 1, 3, 3, 0], [0, 0, 1, 1], [0.0, 2.0, 2.5, 4.0, 1.0])
+    write_model(tmp_path, GRID_A, 0.9, [0, 1, 2, 3, 4, 1], [0, 1, 0, 0], [0.0, 1.0, 2.0, 3.0, 4.0])
+    write_model(tmp_path, GRID_B, 0.8, [0, 2, 2, 0, 3, 2], [1, 1, 1, 1], [1.0, 1.0, 3.0, 5.0, 5.0])
+    write_model(tmp_path, GRID_C, 0.7, [1, 2, 1, 3, 3, 0], [0, 0, 1, 1], [0.0, 2.0, 2.5, 4.0, 1.0])
     result = run(tmp_path, params(size=3))
 
-    assert result["members"] == ["grid-a", "grid-b", "grid-c"]
+    assert result["members"] == [GRID_A, GRID_B, GRID_C]
     sst = pd.read_csv(tmp_path / "predictions" / "ensemble" / "sst-dev.csv", dtype={"id": str})
     # ex5: 1/2/0 three-way tie -> grid-a's 1.
     assert sst["prediction"].tolist() == [0, 2, 2, 3, 3, 1]
@@ -169,13 +198,13 @@ def test_build_writes_predictions_and_metrics(tmp_path):
     assert written["dev"]["sts"] == pytest.approx(expected_sts)
     assert written["dev"]["overall"] == pytest.approx(overall_score(expected_sst, expected_qqp, expected_sts))
     assert "test" not in written  # the prepared test split is unlabelled
-    assert set(written["members_dev"]) == {"grid-a", "grid-b", "grid-c"}
-    assert written["members_dev"]["grid-a"]["overall"] == 0.9
+    assert set(written["members_dev"]) == {GRID_A, GRID_B, GRID_C}
+    assert written["members_dev"][GRID_A]["overall"] == 0.9
 
 
 def test_test_metrics_present_when_test_is_labelled(tmp_path):
     write_prepared(tmp_path, test_labels=True)
-    write_model(tmp_path, "grid-a", 0.9, SST_GOLD, QQP_GOLD, STS_GOLD)
+    write_model(tmp_path, GRID_A, 0.9, SST_GOLD, QQP_GOLD, STS_GOLD)
     result = run(tmp_path, params(size=1))
     assert result["test"]["sst"] == 1.0
     assert result["test"]["overall"] == pytest.approx(1.0)

@@ -73,10 +73,20 @@ def test_every_table_figure_and_metric_appears(project: Path):
     assert list(predictions.columns) == ["id", "prediction"] and set(predictions["prediction"]) <= {0, 1}
 
 
-def test_metrics_and_plots_commands_work(project: Path):
-    shown = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
-    assert "ensemble.json" in shown and "grid-d0.1-l1.0-s0.json" in shown
-    sh("dvc", "plots", "show", "--json", cwd=project)
+def test_metrics_show_the_headline_and_plots_draw_without_warnings(project: Path):
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    files = shown[""]["data"]
+    assert list(files) == ["metrics/summary.json"]  # numbers only; bookkeeping is in plain outputs
+    summary = files["metrics/summary.json"]["data"]
+    assert set(summary["dev_ensemble"]) == {"sst", "qqp", "sts", "overall"}
+    assert "grid-d0.1-l1.0" in summary["dev_overall"] and "sst-l5.0" in summary["dev_sst"]
+    plots = sh("dvc", "plots", "show", "--json", cwd=project)
+    assert not plots.stderr.strip(), plots.stderr  # no warnings
+    charts = json.loads(plots.stdout)["data"]
+    assert 5 <= len(charts) <= 20, list(charts)
+    overall = next(value for key, value in charts.items() if key.startswith("Dev overall"))
+    series = {point["series"] for point in overall[0]["content"]["data"]["values"]}
+    assert {"baseline", "grid-d0.1-l1.0", "concat_smart_star"} <= series  # one line per model
 
 
 def test_second_repro_does_nothing_and_a_grid_change_reruns_only_its_dependents(project: Path):
@@ -89,6 +99,28 @@ def test_second_repro_does_nothing_and_a_grid_change_reruns_only_its_dependents(
     assert "grid@0.2-1.0-0" in changed
     assert not {stage for stage in changed if stage.split("@")[0] in ("prepare", "pretrain", "finetune", "sst_lambda")}
     (project / "params.yaml").write_text(params)
+
+
+def test_settings_that_cannot_change_a_model_retrain_nothing(project: Path):
+    params = (project / "params.yaml").read_text()
+    for old, new in (("eval_batch_size: 256", "eval_batch_size: 128"), ("sigma: 0.01", "sigma: 0.02")):
+        assert old in params, old
+        (project / "params.yaml").write_text(params.replace(old, new, 1))
+        changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
+        (project / "params.yaml").write_text(params)
+        training = {stage for stage in changed if stage.split("@")[0] in ("pretrain", "finetune", "grid", "sst_lambda")}
+        if new.startswith("eval"):
+            assert not training, training
+        else:  # SMART's settings retrain the SMART runs only
+            assert "finetune@concat_smart-0" in training and "finetune@baseline-0" not in training, training
+
+
+def test_a_sweep_written_with_integers_is_refused_before_any_work(project: Path):
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("sst_lambda_s:\n  - 1.0\n", "sst_lambda_s:\n  - 1\n", 1))
+    result = sh("python", "stages/finetune.py", "sst-lambda", "--lambda-s", "1", "--seed", "0", cwd=project, check=False)
+    (project / "params.yaml").write_text(params)
+    assert result.returncode == 1 and "sweep.sst_lambda_s" in result.stderr and "write 1.0, not 1" in result.stderr
 
 
 def test_a_new_seed_adds_only_its_own_training_stages(project: Path):
@@ -123,5 +155,5 @@ def test_experiment_workflow(project: Path):
     assert "Running stage 'sst_lambda@1.0-0'" in run and "Running stage 'grid" not in run
     shown = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout))
     assert '"sst_epochs": 1' in shown  # the experiment's parameter, as DVC records it
-    diff = sh("dvc", "metrics", "diff", "--json", cwd=project).stdout
-    assert "sst-l1.0-s0.json" in diff
+    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout)
+    assert "dev_sst.sst-l1.0" in diff["metrics/summary.json"]

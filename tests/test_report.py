@@ -47,10 +47,8 @@ def write_metrics(root: Path, row: str, kind: str, dev: dict, config: dict | Non
                   seed: int = 0) -> None:
     folder = root / "metrics" / "finetune"
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"name": f"{row}-s{seed}", "row": row, "kind": kind, "label": row, "config": {**(config or {}), "seed": seed},
-              "dev": dev, "train_seconds": seconds}
-    # File names deliberately unlike model names: models are found by content.
-    (folder / f"file-{len(list(folder.iterdir()))}.json").write_text(json.dumps(record))
+    # Scores only, in the run's file: what the run is comes from params.yaml (smartmtl.variants).
+    (folder / f"{row}-s{seed}.json").write_text(json.dumps({"dev": dev, "train_seconds": seconds}))
 
 
 @pytest.fixture()
@@ -66,15 +64,15 @@ def root(tmp_path):
         for lambda_s in (1.0, 5.0):
             if (dropout, lambda_s) == (0.7, 5.0):
                 continue  # one grid cell missing
-            write_metrics(tmp_path, f"g-{dropout}-{lambda_s}", "grid", scores(dropout + lambda_s / 100), {"dropout": dropout, "lambda_s": lambda_s})
+            write_metrics(tmp_path, f"grid-d{dropout}-l{lambda_s}", "grid", scores(dropout + lambda_s / 100), {"dropout": dropout, "lambda_s": lambda_s})
     # Figure 3's runs: lambda_s 5 above lambda_s 1 by 0.02 +- 0.01 over three seeds.
     for seed, gap in zip((0, 1, 2), (0.01, 0.02, 0.03)):
-        write_metrics(tmp_path, "sst-l1", "sst_lambda", {"sst": 0.4}, {"lambda_s": 1.0}, seed=seed)
-        write_metrics(tmp_path, "sst-l5", "sst_lambda", {"sst": 0.4 + gap}, {"lambda_s": 5.0}, seed=seed)
+        write_metrics(tmp_path, "sst-l1.0", "sst_lambda", {"sst": 0.4}, {"lambda_s": 1.0}, seed=seed)
+        write_metrics(tmp_path, "sst-l5.0", "sst_lambda", {"sst": 0.4 + gap}, {"lambda_s": 5.0}, seed=seed)
     best_member = {"sst": 0.49, "qqp": 0.81, "sts": 0.84, "overall": 0.73}
     (tmp_path / "metrics" / "ensemble.json").write_text(
-        json.dumps({"members": ["g-0.3-1.0"], "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.85, "overall": 0.74},
-                    "members_dev": {"g-0.3-1.0": best_member}})
+        json.dumps({"members": ["grid-d0.3-l1.0-s0"], "dev": {"sst": 0.5, "qqp": 0.8, "sts": 0.85, "overall": 0.74},
+                    "members_dev": {"grid-d0.3-l1.0-s0": best_member}})
     )
     (tmp_path / "metrics" / "analysis.json").write_text(
         json.dumps({"model": "ensemble", "sts_worst_pair": {"sentence1": "a cat", "sentence2": "a dog", "gold": 5.0, "prediction": 2.2}})
@@ -112,7 +110,7 @@ def test_table2_has_paper_beside_ours_and_maps_pretrain_row_to_grid_cell(root):
     assert frame.loc["Concat", "SST sd"] == pytest.approx(0.01)
     assert frame.loc["Concat", "n"] == 3
     assert math.isnan(frame.loc["Concat* (no SMART)", "SST (paper)"])  # our control: not in the paper
-    # params: dropout 0.3, lambda_s 1 -> grid cell g-0.3-1.0 whose dev sst = 0.3 + 0.01, one seed.
+    # params: dropout 0.3, lambda_s 1 -> grid cell grid-d0.3-l1.0 whose dev sst = 0.3 + 0.01, one seed.
     row = frame.loc["Concat+SMART+Pretrain"]
     assert row["SST"] == pytest.approx(0.31)
     assert row["Overall"] == pytest.approx(0.36)
@@ -176,7 +174,7 @@ def test_report_inlines_tables_and_links_existing_figures(root):
     assert "](../plots/fig4_sst_confusion.png)" not in report  # not produced: no dead link
     assert "fig4_sst_confusion.png missing" in report
     assert "a cat" in report and "a dog" in report
-    assert "| g-0.3-1.0-s0" in report  # runtime table
+    assert "| grid-d0.3-l1.0-s0" in report  # runtime table
     assert "](../plots/table5_claims.png)" in report
 
 
@@ -197,3 +195,12 @@ def test_table5_pairs_runs_by_seed_and_gives_verdicts(root):
     assert pretrain["n"] == 1 and pretrain["Verdict"].startswith("not resolved (fewer than 2 seeds)")
     ensemble = frame[frame["Claim"].str.startswith("The ensemble") & (frame["Metric"] == "overall")].iloc[0]
     assert ensemble["Difference"] == pytest.approx(0.01)
+
+
+def test_findings_name_compressed_sts_predictions_only_when_they_are():
+    from smartmtl.report import _findings
+
+    compressed = {"gold_max": 5.0, "prediction_p99": 2.8, "mean_prediction_gold_4_to_5": 2.3}
+    assert any("below 2.80 while gold reaches 5.0" in line for line in _findings({"sts_scale": compressed}))
+    full = {"gold_max": 5.0, "prediction_p99": 4.6, "mean_prediction_gold_4_to_5": 4.1}
+    assert not any("compressed" in line for line in _findings({"sts_scale": full}))

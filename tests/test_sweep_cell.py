@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Several trainings in subprocesses (about five minutes here): run by `make test-all`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "sweep_cell.py"
 RAW = ROOT / "tests" / "fixtures" / "raw"

@@ -18,7 +18,8 @@ from smartmtl import smart
 from smartmtl.data import load_split
 from smartmtl.features import load_features
 from smartmtl.heads import task_loss
-from smartmtl.runner import Layout, run
+from smartmtl.outputs import Layout
+from smartmtl.runner import run
 from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
@@ -171,7 +172,7 @@ def uninterrupted(prepared_dir, features, tmp_path_factory):
             directory = tmp_path_factory.mktemp(f"full_{case}") / "checkpoint"
             epochs = []
             model = train(RESUME_CASES[case], _resume_params(prepared_dir), features["train"], features["dev"],
-                          resume_dir=directory, on_epoch=lambda e, m: epochs.append((e, m)))
+                          resume_dir=directory, on_epoch=lambda e, s, m: epochs.append((e, m)))
             cache[case] = (_snapshot(model), directory, epochs)
         return cache[case]
 
@@ -187,7 +188,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(case, uninterrupted, f
 
     first_epochs = []
     first = train(run_spec, params, features["train"], features["dev"], resume_dir=directory,
-                  stop_after_epochs=1, on_epoch=lambda e, m: first_epochs.append((e, m)))
+                  stop_after_epochs=1, on_epoch=lambda e, s, m: first_epochs.append((e, m)))
     assert [e for e, _ in first_epochs] == [0]
     assert (directory / "state.pt").exists() and (directory / "teacher.safetensors").exists()
     after_one = _snapshot(first)
@@ -195,7 +196,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(case, uninterrupted, f
 
     resumed_epochs = []
     resumed = train(run_spec, params, features["train"], features["dev"], resume_dir=directory,
-                    on_epoch=lambda e, m: resumed_epochs.append((e, m)))
+                    on_epoch=lambda e, s, m: resumed_epochs.append((e, m)))
     # The logger is given the finished epoch again, then the new one.
     assert [e for e, _ in resumed_epochs] == [0, 1]
     assert resumed_epochs[0][1] == first_epochs[0][1]
@@ -227,7 +228,7 @@ def test_resume_dir_from_other_parameters_is_ignored(uninterrupted, features, pr
     epochs = []
     with caplog.at_level(logging.INFO, logger="smartmtl.train"):
         model = train(RESUME_CASES["smart_bregman"], other, features["train"], features["dev"],
-                      resume_dir=directory, stop_after_epochs=1, on_epoch=lambda e, m: epochs.append(e))
+                      resume_dir=directory, stop_after_epochs=1, on_epoch=lambda e, s, m: epochs.append(e))
     assert "written with other parameters" in caplog.text
     # Trained from scratch: one fresh epoch, whose checkpoint replaced the foreign one.
     assert epochs == [0]
@@ -268,6 +269,9 @@ def _check_run_outputs(layout, name, prepared, record, tasks=TASKS):
     metrics = json.loads(layout.metrics_file(name).read_text())
     assert metrics == json.loads(json.dumps(record))
     assert set(metrics["dev"]) == {*tasks, "overall"}
+    # Numbers only (what `dvc metrics` and `dvc exp show` display); the spec lives in run.json.
+    assert set(metrics) <= {"dev", "test", "train_seconds"}
+    assert all(isinstance(v, float) for split in ("dev", "test") for v in metrics.get(split, {}).values())
     assert not layout.resume_dir(name).exists()  # deleted once the model is complete
     return metrics
 
@@ -283,6 +287,14 @@ def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
     # The last epoch's curve point is the whole dev set's score, computed once for both.
     logged = json.loads((layout.live_dir(run_spec.name) / "metrics.json").read_text())
     assert logged["dev"] == metrics["dev"]
+    # DVCLive's steps are optimizer steps: the training loss several times, the dev scores and
+    # the epoch number at the epoch's end.
+    curves = layout.live_dir(run_spec.name) / "plots" / "metrics"
+    loss = pd.read_csv(curves / "train" / "loss_sst.tsv", sep="\t")
+    epoch = pd.read_csv(curves / "epoch.tsv", sep="\t")
+    assert len(loss) > 1 and loss["step"].is_monotonic_increasing and loss["loss_sst"].gt(0).all()
+    assert epoch["epoch"].tolist() == list(range(1, len(epoch) + 1))
+    assert epoch["step"].iloc[-1] >= loss["step"].iloc[-1]
 
 
 def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):

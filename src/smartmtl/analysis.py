@@ -3,7 +3,8 @@
 - Figure 3: SST dev accuracy per epoch of SST trained alone, one line per lambda_s.
 - Figure 4 (left): the analysed model's SST dev confusion matrix (counts, row-normalised).
 - Figure 4 (right): STS dev prediction vs gold coloured by point density, worst pair in red.
-- Training curves: dev overall and train losses per epoch for every model DVCLive logged.
+- Training curves: dev overall and each task's training loss per optimizer step, one line per
+  model (its seeds averaged), from DVCLive.
 
 Every figure and CSV is written atomically; the figures use fixed sizes and the Agg backend.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +25,8 @@ import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
 from smartmtl.config import Params  # noqa: E402
-from smartmtl.ensemble import ENSEMBLE_NAME, load_model_metrics, read_predictions, read_prepared  # noqa: E402
+from smartmtl.ensemble import read_predictions, read_prepared  # noqa: E402
+from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
 from smartmtl.errors import UserError  # noqa: E402
 from smartmtl.heads import SST_CLASSES  # noqa: E402
 from smartmtl.io import atomic_path, write_json  # noqa: E402
@@ -40,6 +41,7 @@ FIG4_CONFUSION_CSV = "sst_confusion.csv"
 FIG4_SCATTER_PNG = "fig4_sts_scatter.png"
 FIG4_SCATTER_CSV = "sts_scatter.csv"
 CURVES_PNG = "training_curves.png"
+CURVES_DIR = "curves"  # the training curves' data, one CSV per panel
 
 
 class AnalysisError(UserError, RuntimeError):
@@ -172,6 +174,14 @@ def worst_sts_pair(joined: pd.DataFrame) -> dict:
     }
 
 
+def sts_scale(joined: pd.DataFrame) -> dict[str, float]:
+    """How far the predictions reach: Pearson ignores scale, a reader of Figure 4 does not."""
+    gold, prediction = joined["label"].astype(float), joined["prediction"].astype(float)
+    high = gold >= 4
+    return {"gold_max": float(gold.max()), "prediction_p99": float(prediction.quantile(0.99)),
+            "mean_prediction_gold_4_to_5": float(prediction[high].mean()) if high.any() else math.nan}
+
+
 def point_density(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Gaussian-KDE density at each point; constant when the KDE is undefined (few/collinear points)."""
     try:
@@ -231,20 +241,43 @@ def read_dvclive(dvclive_dir: Path, name: str, metric: str) -> pd.DataFrame | No
 
 
 def lambda_curves(metrics: dict[str, dict], dvclive_dir: Path) -> pd.DataFrame:
-    """Figure 3's data: epoch (step + 1), lambda_s, seed, sst_dev_accuracy for every sst_lambda run."""
+    """Figure 3's data: epoch, lambda_s, seed, sst_dev_accuracy for every sst_lambda run."""
     rows = []
     for name, record in sorted(metrics.items()):
         if record.get("kind") != "sst_lambda":
             continue
-        curve = read_dvclive(dvclive_dir, name, "dev/sst")
-        if curve is None:
+        accuracy, epoch = read_dvclive(dvclive_dir, name, "dev/sst"), read_dvclive(dvclive_dir, name, "epoch")
+        if accuracy is None or epoch is None:
             continue
         config = record.get("config", {})
         lambda_s, seed = float(config.get("lambda_s", math.nan)), int(config.get("seed", 0))
-        for step, value in zip(curve["step"], curve["value"]):
-            rows.append({"epoch": int(step) + 1, "lambda_s": lambda_s, "seed": seed, "sst_dev_accuracy": float(value)})
+        joined = accuracy.merge(epoch, on="step", suffixes=("", "_epoch"))
+        for value, epoch_number in zip(joined["value"], joined["value_epoch"]):
+            rows.append({"epoch": int(epoch_number), "lambda_s": lambda_s, "seed": seed,
+                         "sst_dev_accuracy": float(value)})
     frame = pd.DataFrame(rows, columns=["epoch", "lambda_s", "seed", "sst_dev_accuracy"])
     return frame.sort_values(["lambda_s", "seed", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def lambda_series(curves: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3 for `dvc plots`: the mean over seeds, one series per lambda_s."""
+    means = curves.groupby(["lambda_s", "epoch"], as_index=False)["sst_dev_accuracy"].mean()
+    means.insert(0, "series", [f"lambda_s {_lambda_text(value)}" for value in means["lambda_s"]])
+    return means[["series", "epoch", "sst_dev_accuracy"]]
+
+
+def row_curves(metrics: dict[str, dict], dvclive_dir: Path, metric: str) -> pd.DataFrame:
+    """One DVCLive metric for every run, averaged over each row's seeds at each step:
+    columns series (the row), step, value."""
+    frames = []
+    for name, record in sorted(metrics.items()):
+        curve = read_dvclive(dvclive_dir, name, metric)
+        if curve is not None:
+            frames.append(curve.assign(series=record.get("row", name)))
+    if not frames:
+        return pd.DataFrame(columns=["series", "step", "value"])
+    joined = pd.concat(frames, ignore_index=True)
+    return joined.groupby(["series", "step"], as_index=False, sort=True)["value"].mean()
 
 
 def _lambda_text(value: float) -> str:
@@ -279,66 +312,30 @@ def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
     _save_figure(figure, destination)
 
 
-def models_with_dvclive(dvclive_dir: Path) -> list[str]:
-    if not dvclive_dir.is_dir():
-        return []
-    return sorted(path.name for path in dvclive_dir.iterdir() if (path / "plots" / "metrics").is_dir())
-
-
-def plot_training_curves(dvclive_dir: Path, destination: Path, models: Iterable[str] | None = None) -> list[str]:
-    """2 x 2 small multiples: dev overall (dev sst where no overall) and the three train losses,
-    for each model with DVCLive data (of ``models`` only, when given)."""
-    names = models_with_dvclive(dvclive_dir)
-    if models is not None:
-        wanted = set(models)
-        names = [name for name in names if name in wanted]
-    panels = [("dev overall (dev SST accuracy for SST-only models, dashed)", None)] + [
-        (f"train loss_{task}", f"train/loss_{task}") for task in LOSS_TASKS
-    ]
-    figure, axes = plt.subplots(2, 2, figsize=(14, 8.5), sharex=False)
-    if not names:
-        for axis in axes.flat:
-            axis.set_axis_off()
-        _no_data(figure, "No DVCLive training data found")
-        _save_figure(figure, destination)
-        return names
-    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+def plot_training_curves(curves: dict[str, pd.DataFrame], destination: Path) -> list[str]:
+    """One panel per curve (dev overall, then each task's training loss), one colour per row
+    (its seeds averaged), optimizer steps on x. Returns the rows drawn."""
+    figure, axes = plt.subplots(2, 2, figsize=(14, 8.5))
+    rows = sorted({row for frame in curves.values() for row in frame["series"]})
+    colours = plt.get_cmap("tab20" if len(rows) > 10 else "tab10")
     handles = {}
-    for axis, (panel_title, metric) in zip(axes.flat, panels):
-        drawn = False
-        for index, name in enumerate(names):
-            style = "-"
-            if metric is None:
-                curve = read_dvclive(dvclive_dir, name, "dev/overall")
-                if curve is None:
-                    curve, style = read_dvclive(dvclive_dir, name, "dev/sst"), "--"
-            else:
-                curve = read_dvclive(dvclive_dir, name, metric)
-            if curve is None:
-                continue
-            (line,) = axis.plot(
-                curve["step"] + 1, curve["value"], style, color=colours(index % colours.N), marker=".", linewidth=1.2
-            )
-            handles.setdefault(name, line)
-            drawn = True
-        axis.set_title(panel_title, fontsize=10)
-        axis.set_xlabel("epoch")
-        axis.xaxis.get_major_locator().set_params(integer=True)
+    for axis, (title, frame) in zip(axes.flat, curves.items()):
+        for row, group in frame.groupby("series", sort=True):
+            (line,) = axis.plot(group["step"], group["value"], color=colours(rows.index(row) % colours.N),
+                                marker="." if len(group) < 5 else None, linewidth=1.2)
+            handles.setdefault(row, line)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
-        if not drawn:
+        if frame.empty:
             axis.text(0.5, 0.5, "no data", ha="center", va="center", transform=axis.transAxes)
-    figure.legend(
-        [handles[name] for name in names if name in handles],
-        [name for name in names if name in handles],
-        loc="center left",
-        bbox_to_anchor=(0.82, 0.5),
-        fontsize=8,
-        title="model",
-    )
-    figure.suptitle("Training curves per model (DVCLive)")
+    if handles:
+        figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(0.82, 0.5),
+                      fontsize=8, title="model (mean over seeds)")
+    figure.suptitle("Training curves (DVCLive)")
     figure.tight_layout(rect=(0, 0, 0.82, 0.96))
     _save_figure(figure, destination)
-    return names
+    return rows
 
 
 # ---------------------------------------------------------------------------- stage
@@ -391,9 +388,15 @@ def run_analysis(
     # Figure 3 and the training curves.
     metrics = load_model_metrics(finetune_metrics_dir, params)
     curves = lambda_curves(metrics, dvclive_dir)
-    _save_csv(curves, plots_dir / FIG3_CSV)
+    _save_csv(lambda_series(curves), plots_dir / FIG3_CSV)
     plot_lambda_curves(curves, plots_dir / FIG3_PNG)
-    curve_models = plot_training_curves(dvclive_dir, plots_dir / CURVES_PNG, models=metrics)
+    training = {"dev overall (at each epoch's end)": ("dev_overall", "dev/overall", "overall")} | {
+        f"{task.upper()} training loss": (f"train_loss_{task}", f"train/loss_{task}", "loss") for task in LOSS_TASKS}
+    drawn = {}
+    for title, (stem, metric, column) in training.items():
+        drawn[title] = row_curves(metrics, dvclive_dir, metric)
+        _save_csv(drawn[title].rename(columns={"value": column}), plots_dir / CURVES_DIR / f"{stem}.csv")
+    curve_models = plot_training_curves(drawn, plots_dir / CURVES_PNG)
 
     totals = counts.sum(axis=1)
     recall = {
@@ -413,6 +416,7 @@ def run_analysis(
         "sst_most_confidently_wrong": wrong,
         "sts_dev_pearson": pearson,
         "sts_worst_pair": worst,
+        "sts_scale": sts_scale(sts),
         "fig3_best": best_lambda,
         "training_curve_models": curve_models,
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartmtl.errors import UserError
 
@@ -72,7 +72,7 @@ class TrainParams(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
     batch_size: int = Field(8, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
     # Dev rows per task scored after each epoch for the learning curves (None = all);
     # the final metrics always use the whole dev set.
     epoch_eval_rows: int | None = Field(None, ge=1)
@@ -154,6 +154,17 @@ class SweepParams(_Strict):
     # Figure 3: SST trained alone for each lambda_s.
     sst_lambda_s: list[float] = Field([0.5, 1.0, 5.0, 10.0], min_length=1)
     sst_epochs: int = Field(10, ge=1)
+
+    @field_validator("dropout", "lambda_s", "sst_lambda_s", mode="before")
+    @classmethod
+    def _written_as_floats(cls, values):
+        # DVC names a run's stage and outputs by the value as written: 1 and 1.0 would be two
+        # runs of one setting. One spelling, the float's, keeps names stable.
+        for value in values if isinstance(values, list) else []:
+            if isinstance(value, int) and not isinstance(value, bool):
+                raise ValueError(f"write {float(value)}, not {value}: DVC names runs by the value as written, "
+                                 "so every value of this list is written as a float")
+        return values
 
     @model_validator(mode="after")
     def _ranges(self) -> SweepParams:

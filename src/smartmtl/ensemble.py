@@ -29,11 +29,10 @@ from smartmtl.data import load_split, output_name
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import atomic_path, read_json, write_json
-from smartmtl.variants import is_defined
+from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_NAME = "ensemble"
 PREDICTION_SPLITS = ("dev", "test")
 
 
@@ -42,22 +41,6 @@ class EnsembleError(UserError, RuntimeError):
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def load_model_metrics(metrics_dir: str | Path, params: Params | None = None) -> dict[str, dict]:
-    """Every ``<metrics_dir>/*.json`` keyed by the ``name`` it records (file stem if none);
-    with ``params``, only the models they define (files of an earlier sweep are skipped)."""
-    metrics_dir = Path(metrics_dir)
-    found: dict[str, dict] = {}
-    if not metrics_dir.is_dir():
-        return found
-    for path in sorted(metrics_dir.glob("*.json")):
-        record = read_json(path)
-        if params is not None and not is_defined(params, record):
-            log.info("%s: skipped, params.yaml no longer defines this model", path)
-            continue
-        found[str(record.get("name", path.stem))] = record
-    return found
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
@@ -236,11 +219,14 @@ def build_ensemble(
     predictions_dir: str | Path = "predictions",
     prepared_dir: str | Path | None = None,
     output_metrics: str | Path = "metrics/ensemble.json",
+    output_summary: str | Path = "metrics/summary.json",
 ) -> dict:
     """Combine the members' dev and test predictions, write them and the ensemble's metrics.
 
     Writes ``<predictions_dir>/ensemble/<task>-<split>.csv`` for every task and split in
-    (dev, test) that all members predicted, and ``output_metrics``. Returns the metrics.
+    (dev, test) that all members predicted, ``output_metrics`` (members, scores, gains) and
+    ``output_summary`` (the pipeline's headline: numbers only, for `dvc metrics` and
+    `dvc exp show`). Returns the metrics.
     """
     prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
     predictions_dir = Path(predictions_dir)
@@ -275,4 +261,23 @@ def build_ensemble(
     result["members_dev"] = {name: metrics[name].get("dev", {}) for name in members}
     result["gain"] = gains(result["dev"], list(result["members_dev"].values()))
     write_json(result, output_metrics)
+    write_json(headline(result, metrics), output_summary)
     return result
+
+
+def headline(result: dict, metrics: dict[str, dict]) -> dict:
+    """The pipeline's headline for `dvc metrics show` and `dvc exp show` (which sort columns by
+    name): the ensemble's dev scores, then each row's dev overall (dev SST accuracy for the
+    SST-only rows of Figure 3) averaged over its seeds, then the ensemble's test scores
+    when the test split is labelled. Each run's own scores stay in metrics/finetune/."""
+    by_row: dict[str, dict[str, list[float]]] = {"dev_overall": {}, "dev_sst": {}}
+    for record in metrics.values():
+        dev = record.get("dev", {})
+        key, metric = ("dev_overall", "overall") if "overall" in dev else ("dev_sst", "sst")
+        if metric in dev:
+            by_row[key].setdefault(record["row"], []).append(dev[metric])
+    summary = {"dev_ensemble": result["dev"]}
+    summary |= {key: {row: float(np.mean(values)) for row, values in rows.items()} for key, rows in by_row.items()}
+    if "test" in result:
+        summary["test_ensemble"] = result["test"]
+    return summary

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr
 
 from smartmtl.features import sorted_batches
 from smartmtl.heads import SST_CLASSES, to_predictions
@@ -29,7 +28,8 @@ def task_metric(task: str, predictions: np.ndarray, gold: np.ndarray) -> float:
     if task == "sts":
         if np.std(predictions) == 0:  # Pearson is undefined for a constant prediction
             return 0.0
-        return float(pearsonr(predictions.astype(np.float64), gold.astype(np.float64)).statistic)
+        # numpy rather than scipy.stats: importing scipy.stats costs every training stage ~1.2 s.
+        return float(np.corrcoef(predictions.astype(np.float64), gold.astype(np.float64))[0, 1])
     raise ValueError(f"unknown task {task!r}; tasks are sst, qqp, sts")
 
 

@@ -16,10 +16,12 @@ import torch
 
 from smartmtl.backbone import load_tokenizer
 from smartmtl.config import parse_params
-from smartmtl.ensemble import ENSEMBLE_NAME, combine
+from smartmtl.ensemble import combine
+from smartmtl.outputs import ENSEMBLE_NAME
 from smartmtl.errors import UserError
 from smartmtl.features import tokenize
 from smartmtl.io import read_json
+from smartmtl.schedules import tasks_of
 from smartmtl.train import build_model
 from smartmtl.variants import RunSpec
 
@@ -38,6 +40,11 @@ class Prediction:
 
 def trained_models(models_dir: Path) -> list[str]:
     return sorted(path.parent.name for path in models_dir.glob("*/model.safetensors"))
+
+
+def trained_tasks(model_dir: Path) -> set[str]:
+    """The tasks whose heads the run trained (the QQP pretraining trains one, SST-only runs one)."""
+    return set(tasks_of(read_json(model_dir / "run.json")["spec"]["schedule"]))
 
 
 def _predict_one(model_dir: Path, sentences: list[str]) -> tuple[list[int], float | None, float | None]:
@@ -73,6 +80,13 @@ def predict_text(model: str, sentences: list[str], models_dir: Path = Path("mode
     if missing:
         raise PredictError(f"model(s) {', '.join(missing)} not trained; trained models: "
                            f"{', '.join(trained_models(models_dir)) or 'none'}")
+    needed = {"sst"} if len(sentences) == 1 else {"sst", "qqp", "sts"}
+    for name in members:
+        untrained = needed - trained_tasks(models_dir / name)
+        if untrained:
+            able = [other for other in trained_models(models_dir) if needed <= trained_tasks(models_dir / other)]
+            raise PredictError(f"model {name} never trained its {', '.join(sorted(untrained))} head; models that "
+                               f"trained {', '.join(sorted(needed))}: {', '.join(able) or 'none'}")
     results = [_predict_one(models_dir / name, sentences) for name in members]
     sentiment = combine("sst", np.array([r[0] for r in results])).tolist()
     if len(sentences) == 1:

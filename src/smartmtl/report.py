@@ -16,7 +16,7 @@ import pandas as pd
 from smartmtl import presets
 from smartmtl.claims import runs_by_row, spread, table5
 from smartmtl.config import TASKS, Params, parse_params
-from smartmtl.ensemble import load_model_metrics
+from smartmtl.outputs import load_model_metrics
 from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
 
@@ -309,6 +309,13 @@ def _findings(analysis: dict | None) -> list[str]:
             f"Worst STS pair: \"{worst['sentence1']}\" / \"{worst['sentence2']}\" gold {worst['gold']:.2f}, "
             f"predicted {worst['prediction']:.2f}. (Paper: \"it's also a matter of taste\" / \"it's definitely just a "
             "matter of preference\", gold 5, predicted 2.22.)"
+        )
+    scale = analysis.get("sts_scale")
+    if scale and scale["prediction_p99"] < scale["gold_max"] - 1:
+        lines.append(
+            f"STS predictions are compressed: 99 % of them lie below {scale['prediction_p99']:.2f} while gold "
+            f"reaches {scale['gold_max']:.1f}, and pairs with gold 4-5 get {scale['mean_prediction_gold_4_to_5']:.2f} on "
+            "average (Figure 4, right). Pearson measures the ranking, not the scale, so the score does not show it."
         )
     best = analysis.get("fig3_best")
     if best:

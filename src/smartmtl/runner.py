@@ -3,7 +3,7 @@
 For a model ``<name>`` (see :mod:`smartmtl.variants`) it writes
 - ``models/<name>/model.safetensors`` and ``models/<name>/run.json`` (the spec and parameters that made it);
 - ``predictions/<name>/<task>-<split>.csv`` (``id,prediction``) for dev and test;
-- ``metrics/finetune/<name>.json`` (dev metrics, test metrics where test labels exist);
+- ``metrics/finetune/<name>.json`` (dev scores, test scores where test labels exist, training seconds);
 - ``dvclive/<name>/`` (per-epoch curves).
 Resume checkpoints live in ``checkpoints/<name>/`` (outside DVC's outputs, which DVC clears
 before a stage runs) and are deleted once the model is complete.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,33 +27,12 @@ from smartmtl.evaluate import predict, scores, task_metric
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.io import atomic_path, write_json
+from smartmtl.outputs import Layout
 from smartmtl.schedules import tasks_of
 from smartmtl.train import save_model, train
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a run's outputs go; tests point it at a temporary directory."""
-
-    root: Path = Path(".")
-
-    def model_dir(self, name: str) -> Path:
-        return self.root / "models" / name
-
-    def predictions_dir(self, name: str) -> Path:
-        return self.root / "predictions" / name
-
-    def metrics_file(self, name: str) -> Path:
-        return self.root / "metrics" / "finetune" / f"{name}.json"
-
-    def live_dir(self, name: str) -> Path:
-        return self.root / "dvclive" / name
-
-    def resume_dir(self, name: str) -> Path:
-        return self.root / "checkpoints" / name
 
 
 def write_predictions(directory: Path, task: str, split: str, features: TaskFeatures, predictions) -> None:
@@ -87,10 +66,16 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     live = Live(dir=str(layout.live_dir(spec.name)), save_dvc_exp=False, dvcyaml=None, report=None) \
         if distributed.is_main_process() else None
 
-    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    # DVCLive's step is the optimizer step: the training terms every few steps, the dev scores
+    # and the epoch number (Figure 3's x axis) at each epoch's end.
+    def log_at(step: int, metrics: dict[str, float]) -> None:
+        live.step = step
         for key, value in metrics.items():
             live.log_metric(key, value)
-        live.next_step()
+        live.make_summary()
+
+    def log_epoch(epoch: int, step: int, metrics: dict[str, float]) -> None:
+        log_at(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
 
     # The last epoch is scored on the whole dev set once, for its curve point and for the result.
     dev_predictions: dict[str, np.ndarray] = {}
@@ -102,6 +87,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
 
     model = train(spec, params, features["train"], features["dev"], init=init,
                   resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
+                  on_steps=log_at if live else lambda *a: None,
                   stop_after_epochs=stop_after_epochs, final_evaluation=score_dev)
     train_seconds = time.perf_counter() - started
     distributed.stop()  # rank 0 scores and saves alone
@@ -110,7 +96,8 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if stop_after_epochs is not None or not distributed.is_main_process():
         return {}
 
-    record = {"name": spec.name, "row": spec.row, "kind": spec.kind, "label": spec.label, "config": spec.config()}
+    # Scores only: what the run is lives in its RunSpec, written beside the model.
+    record: dict = {}
     for split in ("dev", "test"):
         if split == "dev" and dev_predictions:
             predictions = dev_predictions

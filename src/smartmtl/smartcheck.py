@@ -30,9 +30,8 @@ from smartmtl.variants import grid_spec
 def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, dict[str, float]]:
     """Per task, the mean of each column over ``batches`` real training batches."""
     torch.manual_seed(params.train.seed)
-    spec = dataclasses.replace(grid_spec(params, "smart-check", params.model.dropout, params.smart.lambda_s,
-                                         params.train.seed),
-                               pretrained=False)
+    spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, params.train.seed),
+                               name="smart-check", pretrained=False)
     features = load_features(params, TASKS, spec.head, splits=("train",))["train"]
     device = pick_device()
     autocast = autocast_for(device, params.train.precision)

@@ -67,6 +67,9 @@ class StepTerms:
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # The sums and counts at the last call of window_means().
+    logged_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    logged_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, name: str, value: torch.Tensor) -> None:
         value = value.detach().float()
@@ -75,6 +78,16 @@ class StepTerms:
 
     def means(self) -> dict[str, float]:
         return {name: float(total) / self.counts[name] for name, total in self.sums.items()}
+
+    def window_means(self) -> dict[str, float]:
+        """The means since the previous call (one host-device synchronisation per call)."""
+        means = {}
+        for name, total in self.sums.items():
+            count = self.counts[name] - self.logged_counts[name]
+            if count:
+                means[name] = float(total - self.logged_sums.get(name, 0.0)) / count
+        self.logged_sums, self.logged_counts = dict(self.sums), defaultdict(int, self.counts)
+        return means
 
     def task_loss(self) -> float:
         """The mean task loss so far, summed over tasks (what the progress display shows)."""
@@ -85,6 +98,8 @@ class StepTerms:
 # the task's) run on every DIAGNOSE_EVERY-th step: they cost two extra backward passes and do
 # not change training (no .grad is touched and the random number generator is rewound).
 DIAGNOSE_EVERY = 20
+# Training losses are logged about this many times per run, whatever its length.
+LOG_POINTS = 50
 
 
 def perturbation(params: Params) -> smart.Perturbation:
@@ -207,11 +222,16 @@ def load_resume(directory: Path, model, optimizer, teacher, run_id: str, surgery
 
 def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], dev_data: dict[str, TaskFeatures],
           *, init: Path | None = None, resume_dir: Path | None = None,
-          on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+          on_epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, step, metrics: None,
+          on_steps: Callable[[int, dict[str, float]], None] = lambda step, metrics: None,
           stop_after_epochs: int | None = None,
           final_evaluation: Callable[[MultitaskModel], dict[str, float]] | None = None) -> MultitaskModel:
     """Train ``spec``; after each epoch score ``train.epoch_eval_rows`` dev rows, or, after the
-    last, call ``final_evaluation`` instead (the runner scores the whole dev set once there)."""
+    last, call ``final_evaluation`` instead (the runner scores the whole dev set once there).
+
+    ``on_epoch(epoch, step, metrics)`` receives each epoch's dev scores and mean training
+    terms; ``on_steps(step, terms)`` the training terms' means over the last few optimizer
+    steps, LOG_POINTS times per run, so that curves are curves even for one-epoch runs."""
     tp = params.train
     distributed.start()
     torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
@@ -225,10 +245,11 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     # fused: one kernel for all parameters; on this CPU it cuts the step's optimizer time 5x.
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
                                   weight_decay=tp.weight_decay, fused=True)
+    # Each schedule reads only its own setting: dvc.yaml declares no other for its stage.
+    epochs = (tp.pretrain_epochs if spec.schedule == "pretrain" else
+              params.sweep.sst_epochs if spec.schedule == "sst_only" else tp.epochs)
     plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, spec.seed,
-                      epochs={"pretrain": tp.pretrain_epochs, "sst_only": params.sweep.sst_epochs}.get(
-                          spec.schedule, tp.epochs),
-                      sequential_epochs=tp.sequential_epochs.model_dump())
+                      epochs=epochs, sequential_epochs=tp.sequential_epochs.model_dump())
     total_steps = sum(len(epoch) for epoch in plan)
     teacher = None
     if spec.smart and params.smart.mu > 0:
@@ -238,9 +259,10 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     run_id = fingerprint(spec, params)
     history = load_resume(resume_dir, model, optimizer, teacher, run_id, surgery_rng) if resume_dir else []
     for epoch, metrics in enumerate(history):  # the logger starts afresh: give it the epochs done
-        on_epoch(epoch, metrics)
+        on_epoch(epoch, sum(len(e) for e in plan[:epoch + 1]), metrics)
     done = len(history)
     step = sum(len(epoch) for epoch in plan[:done])
+    log_every = max(1, total_steps // LOG_POINTS)
 
     for epoch in range(done, len(plan)):
         terms, started = StepTerms(), time.perf_counter()
@@ -258,6 +280,8 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
             if teacher is not None:
                 teacher.update(model)
             step += 1
+            if step % log_every == 0 and distributed.is_main_process():
+                on_steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
             progress.step(sum(len(indices) for indices in batches.values()))
         progress.close()
 
@@ -272,7 +296,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
         if distributed.is_main_process():
             log.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
                      ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
-            on_epoch(epoch, history[-1])
+            on_epoch(epoch, step, history[-1])
             if resume_dir:
                 save_resume(resume_dir, history, model, optimizer, teacher, run_id, surgery_rng)
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:

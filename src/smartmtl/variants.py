@@ -8,7 +8,6 @@ one seed, named ``<row>-s<seed>``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from smartmtl.config import Params
@@ -44,6 +43,16 @@ def run_name(row: str, seed: int) -> str:
     return f"{row}-s{seed}"
 
 
+def grid_row(dropout: float, lambda_s: float) -> str:
+    # str(float) is how DVC writes a float into a stage's name and outputs (dvc.yaml uses
+    # grid-d${item.dropout}-l${item.lambda_s}); sweep values are floats (config.SweepParams).
+    return f"grid-d{float(dropout)}-l{float(lambda_s)}"
+
+
+def sst_lambda_row(lambda_s: float) -> str:
+    return f"sst-l{float(lambda_s)}"
+
+
 def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
     if row not in params.variants:
         raise VariantError(f"unknown variant {row!r}; params.yaml defines: {', '.join(params.variants) or 'none'}")
@@ -56,47 +65,41 @@ def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
     )
 
 
-def grid_spec(params: Params, row: str, dropout: float, lambda_s: float, seed: int) -> RunSpec:
+def grid_spec(params: Params, dropout: float, lambda_s: float, seed: int) -> RunSpec:
     """Table 3: Concat+SMART+Pretrain at one dropout x lambda_s."""
     if dropout not in params.sweep.dropout or lambda_s not in params.sweep.lambda_s:
         raise VariantError(
             f"grid cell dropout={dropout}, lambda_s={lambda_s} is not in the sweep "
             f"(sweep.dropout={params.sweep.dropout}, sweep.lambda_s={params.sweep.lambda_s})"
         )
+    row = grid_row(dropout, lambda_s)
     return RunSpec(run_name(row, seed), "grid", "Concat+SMART+Pretrain", "concat", "simultaneous",
                    smart=True, surgery=False, pretrained=True, dropout=dropout, lambda_s=lambda_s, seed=seed, row=row)
 
 
-def sst_lambda_spec(params: Params, row: str, lambda_s: float, seed: int) -> RunSpec:
+def sst_lambda_spec(params: Params, lambda_s: float, seed: int) -> RunSpec:
     """Figure 3: SST trained alone with SMART at one lambda_s."""
     if lambda_s not in params.sweep.sst_lambda_s:
         raise VariantError(f"lambda_s={lambda_s} is not in sweep.sst_lambda_s={params.sweep.sst_lambda_s}")
+    row = sst_lambda_row(lambda_s)
     return RunSpec(run_name(row, seed), "sst_lambda", f"lambda_s {lambda_s:g}", "concat", "sst_only",
                    smart=True, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=lambda_s,
                    seed=seed, row=row)
+
+
+def planned_runs(params: Params) -> list[RunSpec]:
+    """Every fine-tuning run the parameters define, in dvc.yaml's order. The stages that read
+    results (ensemble, analysis, report) look runs up by these names, so the files of runs an
+    earlier params.yaml defined are never read as results (:mod:`smartmtl.outputs` moves them aside)."""
+    seeds = params.sweep.seeds
+    return [
+        *(table2_spec(params, row, seed) for row in params.variants for seed in seeds),
+        *(grid_spec(params, d, lam, seed) for d in params.sweep.dropout for lam in params.sweep.lambda_s for seed in seeds),
+        *(sst_lambda_spec(params, lam, seed) for lam in params.sweep.sst_lambda_s for seed in seeds),
+    ]
 
 
 def pretrain_spec(params: Params) -> RunSpec:
     """QQP further-pretraining: the concat head, the only one the +Pretrain variants use."""
     return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain", smart=False, surgery=False,
                    pretrained=False, dropout=params.model.dropout, lambda_s=0.0, seed=params.train.seed, row=PRETRAIN)
-
-
-def is_defined(params: Params, record: dict) -> bool:
-    """Whether a metrics record is of a run the parameters train. After the sweep or the
-    variants change, the files of runs no longer in them stay on disk (DVC only removes
-    the outputs of stages it runs); they must not be read as results."""
-    kind, config = record.get("kind"), record.get("config", {})
-
-    def among(value, allowed) -> bool:
-        return value is not None and any(math.isclose(value, a) for a in allowed)
-
-    if kind in ("table2", "grid", "sst_lambda") and config.get("seed") not in params.sweep.seeds:
-        return False
-    if kind == "table2":
-        return record.get("row") in params.variants
-    if kind == "grid":
-        return among(config.get("dropout"), params.sweep.dropout) and among(config.get("lambda_s"), params.sweep.lambda_s)
-    if kind == "sst_lambda":
-        return among(config.get("lambda_s"), params.sweep.sst_lambda_s)
-    return True
