@@ -4,15 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Where the CS224N-format files are: ../shared/data beside this checkout, or beside the
-# local repository it was cloned from (a clone made elsewhere); data/raw links to it.
+# local repository it was cloned from (a clone made elsewhere). `make setup` copies them to
+# data/raw, which DVC tracks (data/raw.dvc): queued experiments then find them in DVC's cache.
 ORIGIN := $(patsubst %/.git,%,$(shell git config --get remote.origin.url 2>/dev/null))
 SHARED_DATA ?= $(firstword $(wildcard ../shared/data $(ORIGIN)/../shared/data))
 # The CPU build on PyPI; a GPU user installs their own torch into .venv first.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup repro test smoke bench clean
+.PHONY: setup data repro smoke test test-all deps bench clean
 
-setup: $(STAMP) data/raw
+setup: $(STAMP) data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,22 +21,45 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-data/raw:
-	@mkdir -p data
-	@if [ -d "$(SHARED_DATA)" ]; then ln -sfn "$$(cd "$(SHARED_DATA)" && pwd)" data/raw && echo "data/raw -> $(SHARED_DATA)"; \
-	else echo "No data at '$(SHARED_DATA)' (by default ../shared/data beside this checkout or its origin):" \
-	  "run make SHARED_DATA=/path/to/data, link your copy to data/raw, or set data.raw_dir in params.yaml"; fi
+# A different copy of the data changes data/raw.dvc: git shows it, and `dvc repro` prepares again.
+data: $(STAMP)
+	@if [ -L data/raw ]; then rm data/raw; fi  # checkouts made before the data entered DVC
+	@if [ ! -d data/raw ]; then \
+	  if [ -d "$(SHARED_DATA)" ]; then cp -r "$(SHARED_DATA)" data/raw && echo "data/raw <- $(SHARED_DATA)"; \
+	  else echo "No data at '$(SHARED_DATA)' (by default ../shared/data beside this checkout or its origin):" \
+	    "run make SHARED_DATA=/path/to/data, or copy your CS224N files to data/raw"; exit 1; fi; fi
+	@$(BIN)/dvc add --quiet data/raw
 
 # Stage commands call `python`: the venv's must come first on PATH.
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# The smoke preset end to end on a copy of this working tree in .smoke/, so that this
+# checkout's params.yaml and results stay as they are; its code runs, not the installed one.
+smoke: setup
+	rm -rf .smoke && mkdir -p .smoke/data
+	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null \
+	  | tar -xf - -C .smoke
+	cp -r data/raw .smoke/data/raw
+	cd .smoke && git init -q && git add -A && git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke
+	cd .smoke && export PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)/.smoke/src" \
+	  && smartmtl preset smoke >/dev/null && start=$$(date +%s) && dvc repro \
+	  && echo "smoke: dvc repro took $$(( $$(date +%s) - start )) s"
+	@echo "smoke results: .smoke/metrics/report.md, .smoke/metrics/summary.json"
+
+# `make test`: what a developer runs often; `make test-all` adds the slow end-to-end tests.
 test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+
+test-all: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+deps: setup
+	$(BIN)/python tests/test_dvc_deps.py
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/train_step.py
 
 clean:
-	rm -rf $(VENV) data/prepared models predictions checkpoints
+	rm -rf $(VENV) data/prepared models predictions checkpoints stale .smoke
