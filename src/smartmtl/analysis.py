@@ -26,10 +26,10 @@ from scipy.stats import gaussian_kde  # noqa: E402
 
 from smartmtl.config import Params  # noqa: E402
 from smartmtl.ensemble import read_predictions, read_prepared  # noqa: E402
-from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
 from smartmtl.errors import UserError  # noqa: E402
 from smartmtl.heads import SST_CLASSES  # noqa: E402
 from smartmtl.io import atomic_path, write_json  # noqa: E402
+from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
 
 LOSS_TASKS = ("sst", "qqp", "sts")
 

@@ -17,7 +17,6 @@ Combination rules, per task and split, example by example (matched on ``id``):
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -28,10 +27,8 @@ from smartmtl.config import TASKS, Params
 from smartmtl.data import load_split, output_name
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
-from smartmtl.io import atomic_path, read_json, write_json
+from smartmtl.io import atomic_path, write_json
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
-
-log = logging.getLogger(__name__)
 
 PREDICTION_SPLITS = ("dev", "test")
 

@@ -17,10 +17,10 @@ import torch
 from smartmtl.backbone import load_tokenizer
 from smartmtl.config import parse_params
 from smartmtl.ensemble import combine
-from smartmtl.outputs import ENSEMBLE_NAME
 from smartmtl.errors import UserError
 from smartmtl.features import tokenize
 from smartmtl.io import read_json
+from smartmtl.outputs import ENSEMBLE_NAME
 from smartmtl.schedules import tasks_of
 from smartmtl.train import build_model
 from smartmtl.variants import RunSpec

@@ -16,9 +16,9 @@ import pandas as pd
 from smartmtl import presets
 from smartmtl.claims import runs_by_row, spread, table5
 from smartmtl.config import TASKS, Params, parse_params
-from smartmtl.outputs import load_model_metrics
 from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
+from smartmtl.outputs import load_model_metrics
 
 METRICS = ("sst", "qqp", "sts", "overall")
 COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
