@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One call on a borrowed GPU: the bench table at the paper's batch size 8 and settings, whose
-# smart_3task row gives one paper-scale simultaneous SMART epoch; then, if given, a
-# bench/sweep_cell.py comparison of Table 3's cell under some overrides (arguments as for it).
+# One call on a borrowed GPU, at the paper's settings (batch 8), in order of what it tells:
+#   bench_b8.md           the bench table: the Trainer and our steps, one process
+#   bench_b8_x6.md        six three-task SMART runs side by side on the one GPU, and twelve
+#   bench_b8_x12.md       (a batch-8 step leaves the GPU idle between kernel launches)
+#   epoch.json/.log       one paper-scale simultaneous SMART epoch (bench/epoch.py)
+#   bench_b8_compiled.md  the experiment not yet measured there: torch.compile's default mode
+# Each step gets what is left of DEADLINE seconds (default 540), so a slow step costs the last ones.
 #
 # The GPU machine has PyTorch, transformers and pandas but no network, so it needs beside the
 # repository (in folders that .git/info/exclude ignores and the device call carries):
@@ -9,11 +13,18 @@
 #                  the fp32 file alone is over the 64 MiB a call may carry)
 #   .device/raw    a copy of the CS224N data folder
 #   .whl           wheels for what the image lacks (pydantic and its three dependencies)
-# Usage: bash bench/device_check.sh [RUN ...]   (writes to $OUT, or bench/out/device;
-# PYTHON and STEPS override the interpreter and the bench's timed steps, to try it on a CPU)
-set -euo pipefail
+# Usage: bash bench/device_check.sh   (writes to $OUT, or bench/out/device; PYTHON, STEPS
+# and DEADLINE override the interpreter, the bench's timed steps and the time box)
+set -uo pipefail
 out=${OUT:-bench/out/device}
 python=${PYTHON:-python3}
+deadline=$(( $(date +%s) + ${DEADLINE:-540} ))
+left() { echo $(( deadline - $(date +%s) )); }
+within() {  # within SECONDS COMMAND...: run it for at most SECONDS and what is left, or skip it
+  local limit=$(( $1 < $(left) ? $1 : $(left) )); shift
+  if (( limit < 10 )); then echo "skipped (time box spent): $*"; return 0; fi
+  timeout "$limit" "$@"
+}
 mkdir -p "$out"
 if ! "$python" -c "import pydantic" 2>/dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -31,10 +42,17 @@ raw["model"]["backbone"], raw["data"]["raw_dir"], raw["data"]["prepared_dir"] = 
 yaml.safe_dump(raw, open(f"{sys.argv[1]}/paper.yaml", "w"), sort_keys=False)
 prepare(".device/raw", "/tmp/prepared", parse_params(raw).data.train_limit, 0)
 EOF
-"$python" bench/train_step.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-50}" 2>&1 | grep -v -i warn \
-    | tee "$out/bench_b8.md"
+echo "prepared; $(left) s left"
 
-if [ "$#" -gt 0 ]; then
-  "$python" bench/sweep_cell.py --preset laptop --raw-dir .device/raw --out "$out/sweep" \
-      --base "model.backbone=.device/model" "$@" 2>&1 | grep -v -i -E "warn|Loading weights" | tee "$out/sweep.log"
-fi
+bench() {  # bench FILE ARGS...: the bench table at batch 8 into $out/FILE
+  local file=$1; shift
+  within 100000 "$python" bench/train_step.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-30}" "$@" \
+    2>&1 | grep -v -i warn | tee "$out/$file"
+  echo "$file done; $(left) s left"
+}
+bench bench_b8.md
+bench bench_b8_x6.md --phases smart_3task --processes 6
+bench bench_b8_x12.md --phases smart_3task --processes 12
+within 360 "$python" bench/epoch.py --params "$out/paper.yaml" 2>"$out/epoch.log" | tee "$out/epoch.json"
+bench bench_b8_compiled.md --phases plain,smart_3task --compile default
+echo "all done; $(left) s left"

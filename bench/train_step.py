@@ -8,12 +8,16 @@ training pairs, each pair one concatenated sequence:
 - ``smart``: our SMART step as params.yaml sets it (its ascent steps, the Bregman teacher);
 - ``plain_3task``, ``pcgrad`` and ``smart_3task``: one step over SST, QQP and STS, plain, with
   gradient surgery, and with SMART: the step of a simultaneous epoch.
-Each phase goes over its batches twice and times the second pass. It prints one table:
+Each phase goes over its batches twice and times the second pass. ``--compile MODE`` is an
+experiment the trainer does not offer: ``torch.compile`` on the encoder's layers (the first
+pass compiles); docs/speed.md says what it measured. ``--processes K`` runs K copies of each phase at once and adds up
+their examples per second: what one device gives several runs trained side by side. It prints one table:
 examples per second, peak memory, the ratios the speed issue sets targets for, and what one
 simultaneous SMART epoch over all of params.yaml's SST training rows costs at that rate.
 Numbers, not asserts: run it (``make bench``), read it, compare across commits.
 
     python bench/train_step.py [--steps 20] [--batch-size 32] [--precision auto|bf16|fp32]
+                               [--compile off|default|reduce-overhead] [--processes 1]
 """
 
 from __future__ import annotations
@@ -66,9 +70,10 @@ def run_phase(phase: str, args) -> dict:
     import torch
 
     from smartmtl import smart
+    from smartmtl.backbone import load_tokenizer
     from smartmtl.config import load_params
     from smartmtl.data import load_split
-    from smartmtl.features import bucketed_batches, load_features
+    from smartmtl.features import bucketed_batches, tokenize
     from smartmtl.hardware import autocast_for, pick_device, resolve_precision
     from smartmtl.train import StepTerms, build_model, step_gradients
     from smartmtl.variants import grid_spec
@@ -76,8 +81,11 @@ def run_phase(phase: str, args) -> dict:
     params = load_params(args.params)
     device = pick_device()
     precision = resolve_precision(args.precision, device)
-    features = load_features(params, TASKS, "concat", splits=("train",))["train"]
     rows = args.steps * args.batch_size
+    tokenizer = load_tokenizer(params.model.backbone)
+    frames = {task: load_split(params.data.prepared_dir, task, "train") for task in TASKS}
+    features = {task: tokenize(frame.iloc[:rows], task, "concat", tokenizer, params.model.max_length)
+                for task, frame in frames.items()}
     rng = np.random.default_rng(0)
     if phase.endswith("3task") or phase == "pcgrad":
         per_task = [bucketed_batches(features[t].lengths[:rows], args.batch_size, rng) for t in TASKS]
@@ -98,6 +106,9 @@ def run_phase(phase: str, args) -> dict:
     teacher = smart.EmaTeacher(model, smart.teacher_beta(params.smart.teacher_horizon, 2 * len(batches))) \
         if spec.smart and params.smart.mu > 0 else None
     autocast = autocast_for(device, precision)
+    if args.compile != "off":  # the layer stack only: SMART's hook on the embeddings stays eager
+        for each in [model] + ([teacher.model] if teacher is not None else []):
+            each.encoder.encoder.compile(mode=args.compile)
     surgery_rng = torch.Generator().manual_seed(0)
 
     def step(batch) -> int:
@@ -109,7 +120,7 @@ def run_phase(phase: str, args) -> dict:
         return sum(len(indices) for indices in batch.values())
 
     return {"examples_per_s": time_second_pass(torch, device, batches, step), "peak_mib": peak_mib(torch, device),
-            "precision": precision, "sst_rows": len(features["sst"])}
+            "precision": precision, "sst_rows": len(frames["sst"])}
 
 
 def hf_trainer(params, frame, args, device, precision: str) -> float:
@@ -156,6 +167,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead"],
+                        help="An experiment: torch.compile the encoder's layers in this mode (docs/speed.md).")
+    parser.add_argument("--processes", type=int, default=1, help="Copies of each phase run at once.")
     parser.add_argument("--params", default="params.yaml", help="Whose SMART and model settings to use.")
     parser.add_argument("--phases", default=",".join(PHASES), help="A comma-separated subset of " + ", ".join(PHASES))
     parser.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase, print its JSON
@@ -164,15 +178,24 @@ def main() -> None:
         print(json.dumps(run_phase(args.phase, args)))
         return
 
-    results = {}
-    for phase in args.phases.split(","):
-        command = [sys.executable, __file__, "--phase", phase, "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size), "--precision", args.precision, "--params", args.params]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
-        results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+    results = {phase: run_copies(phase, args) for phase in args.phases.split(",")}
     print(report(results, args))
+
+
+def run_copies(phase: str, args) -> dict:
+    """Run ``args.processes`` copies of a phase at once; their summed speed, the largest peak."""
+    command = [sys.executable, __file__, "--phase", phase, "--steps", str(args.steps), "--batch-size",
+               str(args.batch_size), "--precision", args.precision, "--params", args.params, "--compile", args.compile]
+    copies = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(args.processes)]
+    results = []
+    for copy in copies:
+        stdout, stderr = copy.communicate()
+        if copy.returncode != 0:
+            sys.exit(f"phase {phase} failed:\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return {**results[0], "examples_per_s": sum(r["examples_per_s"] for r in results),
+            "peak_mib": max(r["peak_mib"] for r in results)}
 
 
 def report(results: dict, args) -> str:
@@ -181,7 +204,8 @@ def report(results: dict, args) -> str:
     precision = next(iter(results.values()))["precision"]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
     lines = [f"{time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-             f"batch {args.batch_size}, {args.steps} steps timed, {precision}, settings of {args.params}",
+             f"batch {args.batch_size}, {args.steps} steps timed, {precision}, compile {args.compile}, "
+             f"{args.processes} process(es) per phase, settings of {args.params}",
              "", "| step | examples/s | peak memory (MiB) | vs Trainer | cost vs plain |", "|---|---:|---:|---:|---:|"]
     trainer = results.get("trainer", {}).get("examples_per_s")
     plain = {"smart": "plain", "pcgrad": "plain_3task", "smart_3task": "plain_3task"}
