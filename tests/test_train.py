@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from smartmtl import smart
 from smartmtl.data import load_split
 from smartmtl.features import load_features
-from smartmtl.heads import task_loss
 from smartmtl.outputs import Layout
 from smartmtl.runner import run
+from smartmtl.tasks import task_loss
 from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 

@@ -35,9 +35,10 @@ from smartmtl.config import Params
 from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures
 from smartmtl.hardware import autocast_for, pick_device
-from smartmtl.heads import MultitaskModel, task_loss
+from smartmtl.heads import MultitaskModel
 from smartmtl.progress import Progress
 from smartmtl.schedules import build_plan, learning_rate, tasks_of
+from smartmtl.tasks import task_loss
 from smartmtl.variants import RunSpec
 
 log = logging.getLogger(__name__)
