@@ -24,7 +24,7 @@ from smartmtl.outputs import ENSEMBLE_NAME
 from smartmtl.schedules import tasks_of
 from smartmtl.tasks import TASKS
 from smartmtl.train import build_model
-from smartmtl.variants import RunSpec
+from smartmtl.variants import saved_spec
 
 
 class PredictError(UserError, ValueError):
@@ -50,7 +50,8 @@ def trained_tasks(model_dir: Path) -> set[str]:
 
 def _predict_one(model_dir: Path, sentences: list[str]) -> tuple[list[int], float | None, float | None]:
     run = read_json(model_dir / "run.json")
-    spec, params = RunSpec(**run["spec"]), parse_params(run["params"], str(model_dir / "run.json"))
+    params = parse_params(run["params"], str(model_dir / "run.json"))
+    spec = saved_spec(run["spec"], params)
     model = build_model(spec, params, model_dir / "model.safetensors").eval()
     tokenizer = load_tokenizer(params.model.backbone)
     with torch.no_grad():
