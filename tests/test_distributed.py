@@ -20,7 +20,7 @@ from smartmtl.train import build_model, save_model, train
 from smartmtl.variants import RunSpec
 
 TASKS = ("sst", "qqp", "sts")
-BASE = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous",
+BASE = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous", epochs=2,
                smart=False, surgery=False, pretrained=False, dropout=0.0, lambda_s=1.0, seed=0, row="tiny")
 # Without dropout (attention dropout included) or SMART noise nothing is random: two
 # processes must then reproduce one process's weights, up to float summation order.

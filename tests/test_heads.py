@@ -11,7 +11,8 @@ from conftest import BACKBONE
 
 from smartmtl.backbone import load_encoder
 from smartmtl.features import tokenize
-from smartmtl.heads import STS_MAX, MultitaskModel, segments_for, task_loss, to_predictions
+from smartmtl.heads import MultitaskModel, segments_for
+from smartmtl.tasks import TASKS, task_loss
 
 HEADS = ("separate", "cosine", "concat")
 MAX_LENGTH = 24
@@ -26,6 +27,7 @@ PAIRS = pd.DataFrame({
 QQP = PAIRS.assign(label=[1, 0, 0])
 STS = PAIRS.assign(label=[4.2, 3.5, 0.4])
 FRAMES = {"sst": SST, "qqp": QQP, "sts": STS}
+STS_MAX = TASKS["sts"].score_range[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +57,11 @@ def test_output_shapes(head, models, tokenizer):
             features = _features(task, head, tokenizer)
             segments, labels = features.batch(np.arange(3))
             output = model(task, segments)
-            assert tuple(output.shape) == shape, (head, task)
+            assert tuple(output.shape) == shape == TASKS[task].output_shape(3), (head, task)
             assert torch.isfinite(output).all()
             # The output feeds the task loss and the prediction without reshaping.
             assert torch.isfinite(task_loss(task, output, labels))
-            assert to_predictions(task, output).shape == (3,)
+            assert TASKS[task].to_predictions(output).shape == (3,)
 
 
 def test_cosine_sts_is_rescaled_cosine_in_0_5(models, tokenizer):

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from smartmtl.smart import (
-    DIVERGENCES,
     EmaTeacher,
     Perturbation,
     SameDropout,
@@ -14,18 +13,16 @@ from smartmtl.smart import (
     bregman_loss,
     project,
     relative_size,
-    squared_error,
-    symmetric_bernoulli_kl,
-    symmetric_kl,
     teacher_beta,
     token_norm,
 )
+from smartmtl.tasks import TASKS, squared_error, symmetric_bernoulli_kl, symmetric_kl
 
 
 # ------------------------------------------------------------------------ divergences
 @pytest.mark.parametrize("name", ["sst", "qqp", "sts"])
 def test_divergence_zero_positive_symmetric(name):
-    div = DIVERGENCES[name]
+    div = TASKS[name].divergence
     g = torch.Generator().manual_seed(0)
     shape = (4, 5) if name == "sst" else (4,)
     a = torch.randn(shape, generator=g)

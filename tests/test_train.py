@@ -17,14 +17,14 @@ from safetensors.torch import load_file
 from smartmtl import smart
 from smartmtl.data import load_split
 from smartmtl.features import load_features
-from smartmtl.heads import task_loss
 from smartmtl.outputs import Layout
 from smartmtl.runner import run
+from smartmtl.tasks import task_loss
 from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
-SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous",
+SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="simultaneous", epochs=2,
                smart=True, surgery=False, pretrained=False, dropout=0.1, lambda_s=1.0, seed=0, row="tiny")
 
 
@@ -212,11 +212,20 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(case, uninterrupted, f
         assert any(k.startswith("train/bregman_") for k in mine) and any(k.startswith("train/smart_") for k in mine)
 
 
+def test_the_spec_not_the_sweep_says_how_long_a_run_trains(features, prepared_dir):
+    params = tiny_params(prepared_dir, sweep={"sst_epochs": 3})
+    epochs = []
+    train(spec(schedule="sst_only", smart=False, epochs=1), params, features["train"], features["dev"],
+          on_epoch=lambda e, s, m: epochs.append(e))
+    assert epochs == [0]
+
+
 def test_fingerprint_depends_on_spec_and_params(prepared_dir):
     params = _resume_params(prepared_dir)
     assert fingerprint(SPEC, params) == fingerprint(spec(), _resume_params(prepared_dir))
     assert fingerprint(SPEC, params) != fingerprint(SPEC, _resume_params(prepared_dir, lr=2e-5))
     assert fingerprint(SPEC, params) != fingerprint(spec(lambda_s=5.0), params)
+    assert fingerprint(SPEC, params) != fingerprint(spec(epochs=3), params)
     assert fingerprint(SPEC, params) != fingerprint(spec(name="other"), params)
 
 

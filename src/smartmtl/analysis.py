@@ -27,11 +27,11 @@ from scipy.stats import gaussian_kde  # noqa: E402
 from smartmtl.config import Params  # noqa: E402
 from smartmtl.ensemble import read_predictions, read_prepared  # noqa: E402
 from smartmtl.errors import UserError  # noqa: E402
-from smartmtl.heads import SST_CLASSES  # noqa: E402
 from smartmtl.io import atomic_path, write_json  # noqa: E402
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
+from smartmtl.tasks import TASKS  # noqa: E402
 
-LOSS_TASKS = ("sst", "qqp", "sts")
+SST_CLASSES = TASKS["sst"].classes  # the confusion matrix's rows and columns
 
 # The output file names, relative to the plots directory (for dvc.yaml and the report).
 FIG3_PNG = "fig3_lambda_sst.png"
@@ -391,7 +391,7 @@ def run_analysis(
     _save_csv(lambda_series(curves), plots_dir / FIG3_CSV)
     plot_lambda_curves(curves, plots_dir / FIG3_PNG)
     training = {"dev overall (at each epoch's end)": ("dev_overall", "dev/overall", "overall")} | {
-        f"{task.upper()} training loss": (f"train_loss_{task}", f"train/loss_{task}", "loss") for task in LOSS_TASKS}
+        f"{task.upper()} training loss": (f"train_loss_{task}", f"train/loss_{task}", "loss") for task in TASKS}
     drawn = {}
     for title, (stem, metric, column) in training.items():
         drawn[title] = row_curves(metrics, dvclive_dir, metric)

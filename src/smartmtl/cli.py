@@ -63,8 +63,8 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:
     """Sentiment of each sentence; for a pair also paraphrase probability and similarity (0-5)."""
-    from smartmtl.heads import SST_CLASSES
     from smartmtl.predict import PredictError, predict_text
+    from smartmtl.tasks import TASKS
 
     try:
         result = predict_text(model, sentences)
@@ -72,7 +72,7 @@ def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or tw
         typer.echo(f"predict: {error}", err=True)
         raise typer.Exit(1) from None
     for sentence, label in zip(sentences, result.sentiment, strict=True):
-        typer.echo(f"sentiment: {label} ({SST_CLASSES[label]})  <- {sentence}")
+        typer.echo(f"sentiment: {label} ({TASKS['sst'].classes[label]})  <- {sentence}")
     if result.similarity is not None:
         typer.echo(f"paraphrase: {'yes' if result.paraphrase else 'no'} (probability {result.paraphrase_probability:.3f})")
         typer.echo(f"similarity: {result.similarity:.2f} / 5")

@@ -51,9 +51,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from smartmtl.config import SPLITS, TASKS
+from smartmtl.config import SPLITS
 from smartmtl.errors import UserError
 from smartmtl.io import atomic_path
+from smartmtl.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +89,9 @@ RAW_FILES: dict[tuple[str, str], RawFile] = {
     )
 }
 
-TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sst": ("sentence",),
-    "qqp": ("sentence1", "sentence2"),
-    "sts": ("sentence1", "sentence2"),
-}
 RAW_LABEL_COLUMN = {"sst": "sentiment", "qqp": "is_duplicate", "sts": "similarity"}
 LABEL = "label"
-LABEL_DTYPE = {"sst": "int64", "qqp": "int64", "sts": "float64"}
 
-TASK_NAMES = {
-    "sst": ("Sentiment Analysis", "SST"),
-    "qqp": ("Paraphrase Detection", "QQP"),
-    "sts": ("Semantic Textual Similarity", "STS"),
-}
 PAPER_COUNTS = {
     "sst": {"train": 8544, "dev": 1101, "test": 2210},
     "qqp": {"train": 283010, "dev": 40429, "test": 80859},
@@ -227,8 +217,7 @@ class PrepareResult:
     def table1(self) -> pd.DataFrame:
         rows = []
         for task in TASKS:
-            name, dataset = TASK_NAMES[task]
-            row: dict[str, object] = {"Task": name, "Dataset": dataset}
+            row: dict[str, object] = {"Task": TASKS[task].title, "Dataset": TASKS[task].dataset}
             for split in SPLITS:
                 title = SPLIT_TITLES[split]
                 row[f"{title} (ours)"] = self.splits[(task, split)].rows
@@ -239,16 +228,16 @@ class PrepareResult:
 
 def label_distribution(frame: pd.DataFrame, task: str) -> dict:
     labels = frame[LABEL]
-    if task == "sts":
+    classes = TASKS[task].classes
+    if classes is None:
         return {
             "mean": round(float(labels.mean()), 4),
             "std": round(float(labels.std(ddof=0)), 4),
             "min": float(labels.min()),
             "max": float(labels.max()),
         }
-    classes = range(5) if task == "sst" else range(2)
     counts = labels.value_counts()
-    return {str(c): int(counts.get(c, 0)) for c in classes}
+    return {str(c): int(counts.get(c, 0)) for c in range(len(classes))}
 
 
 # ----------------------------------------------------------------------------- public API
@@ -265,7 +254,7 @@ def output_name(task: str, split: str) -> str:
 def load_split(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame:
     """Read one prepared split; ``label`` is present only when the split is labelled."""
     if task not in TASKS or split not in SPLITS:
-        raise ValueError(f"unknown task/split {task!r}/{split!r}; tasks: {TASKS}, splits: {SPLITS}")
+        raise ValueError(f"unknown task/split {task!r}/{split!r}; tasks: {tuple(TASKS)}, splits: {SPLITS}")
     path = Path(prepared_dir) / output_name(task, split)
     if not path.exists():
         raise DataError(f"{path}: prepared split not found (run the prepare stage first)")
@@ -366,7 +355,7 @@ def read_raw(raw_dir: Path, raw: RawFile) -> tuple[pd.DataFrame, FileReport]:
         raise DataError(f"{path}: cannot be parsed as a tab-separated CSV file: {error}") from None
 
     columns = [str(c) for c in table.columns]
-    required = ["id", *TEXT_COLUMNS[task]] + ([label_col] if split != "test" else [])
+    required = ["id", *TASKS[task].text_columns] + ([label_col] if split != "test" else [])
     missing = [c for c in required if c not in columns]
     if missing:
         raise DataError(
@@ -383,12 +372,12 @@ def read_raw(raw_dir: Path, raw: RawFile) -> tuple[pd.DataFrame, FileReport]:
 
     field_counts = lines[1] if lines is not None else None
     line_numbers = lines[0] if lines is not None else [i + 2 for i in range(len(table))]
-    texts = {c: table[c].tolist() for c in TEXT_COLUMNS[task]}
+    texts = {c: table[c].tolist() for c in TASKS[task].text_columns}
     ids = table["id"].tolist()
     raw_labels = table[label_col].tolist() if labelled else None
 
     keep_rows, out_ids, out_labels = [], [], []
-    out_texts: dict[str, list[str]] = {c: [] for c in TEXT_COLUMNS[task]}
+    out_texts: dict[str, list[str]] = {c: [] for c in TASKS[task].text_columns}
     seen_ids: set[str] = set()
     for i in range(len(table)):
         line = line_numbers[i]
@@ -441,7 +430,7 @@ def read_raw(raw_dir: Path, raw: RawFile) -> tuple[pd.DataFrame, FileReport]:
     frame = pd.DataFrame({"id": out_ids, **out_texts})
     frame = frame.astype({c: "str" for c in frame.columns})
     if labelled:
-        frame[LABEL] = pd.Series(out_labels, dtype=LABEL_DTYPE[task])
+        frame[LABEL] = pd.Series(out_labels, dtype=TASKS[task].label_dtype)
     return frame, report
 
 
@@ -485,13 +474,14 @@ def _parse_label(task: str, value: str) -> int | float | None:
     number = float(value)
     if not math.isfinite(number):
         return None
-    if task == "sts":
-        return number if 0.0 <= number <= 5.0 else None
+    spec = TASKS[task]
+    if not spec.has_classes:
+        low, high = spec.score_range
+        return number if low <= number <= high else None
     if number != int(number):
         return None
     number = int(number)
-    allowed = range(5) if task == "sst" else range(2)
-    return number if number in allowed else None
+    return number if number in range(len(spec.classes)) else None
 
 
 def _log_report(report: FileReport, path: Path) -> None:
@@ -511,9 +501,10 @@ def _log_report(report: FileReport, path: Path) -> None:
 
 def _keys(frame: pd.DataFrame, task: str) -> list:
     """Text key of each row: the sentence, or the unordered pair of sentences."""
-    if task == "sst":
-        return frame["sentence"].tolist()
-    return [tuple(sorted(pair)) for pair in zip(frame["sentence1"].tolist(), frame["sentence2"].tolist())]
+    columns = TASKS[task].text_columns
+    if not TASKS[task].is_pair:
+        return frame[columns[0]].tolist()
+    return [tuple(sorted(pair)) for pair in zip(*(frame[column].tolist() for column in columns))]
 
 
 def _deduplicate(frame: pd.DataFrame, task: str, *, remove: bool) -> tuple[pd.DataFrame, int, int]:
@@ -555,7 +546,7 @@ def subsample(frame: pd.DataFrame, task: str, limit: int, seed: int) -> pd.DataF
     if limit >= len(frame):
         return frame
     rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
-    if task == "sts" or not is_labelled(frame):
+    if not TASKS[task].has_classes or not is_labelled(frame):
         chosen = rng.choice(len(frame), size=limit, replace=False)
     else:
         labels = frame[LABEL].to_numpy()
@@ -590,9 +581,9 @@ def _limits(given, name: str) -> dict[str, int | None]:
 
 
 def _schema(task: str, labelled: bool) -> pa.Schema:
-    fields = [pa.field("id", pa.string())] + [pa.field(c, pa.string()) for c in TEXT_COLUMNS[task]]
+    fields = [pa.field("id", pa.string())] + [pa.field(c, pa.string()) for c in TASKS[task].text_columns]
     if labelled:
-        fields.append(pa.field(LABEL, pa.int64() if LABEL_DTYPE[task] == "int64" else pa.float64()))
+        fields.append(pa.field(LABEL, pa.from_numpy_dtype(np.dtype(TASKS[task].label_dtype))))
     return pa.schema(fields)
 
 

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smartmtl.config import TASKS, Params
+from smartmtl.config import Params
 from smartmtl.data import load_split, output_name
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import atomic_path, write_json
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
+from smartmtl.tasks import TASKS
 
 PREDICTION_SPLITS = ("dev", "test")
 
@@ -136,29 +137,11 @@ def align_predictions(frames: dict[str, pd.DataFrame], where: str = "") -> tuple
     return ids, np.vstack(rows)
 
 
-def vote(stacked: np.ndarray) -> np.ndarray:
-    """Mode per column of ``stacked`` (members x examples, rows best first).
-
-    Ties: among the classes sharing the top count, the class of the highest-ranked member
-    (lowest row) that voted for one of them.
-    """
-    stacked = np.asarray(stacked).astype(np.int64)
-    classes = np.unique(stacked)
-    counts = np.stack([(stacked == value).sum(axis=0) for value in classes])  # classes x examples
-    top = counts.max(axis=0)
-    count_of_vote = counts[np.searchsorted(classes, stacked), np.arange(stacked.shape[1])]
-    in_tie = count_of_vote == top  # members x examples: this member voted for a top class
-    first = in_tie.argmax(axis=0)  # highest-ranked such member
-    return stacked[first, np.arange(stacked.shape[1])]
-
-
 def combine(task: str, stacked: np.ndarray) -> np.ndarray:
-    """Mode (with the rank tie rule) for sst and qqp, median for sts."""
-    if task in ("sst", "qqp"):
-        return vote(stacked)
-    if task == "sts":
-        return np.median(np.asarray(stacked, dtype=np.float64), axis=0)
-    raise EnsembleError(f"unknown task {task!r}")
+    """The task's rule (smartmtl.tasks): mode with the rank tie rule for classes, median for scores."""
+    if task not in TASKS:
+        raise EnsembleError(f"unknown task {task!r}")
+    return TASKS[task].combine(stacked)
 
 
 def combine_members(task: str, frames: dict[str, pd.DataFrame], where: str = "") -> pd.DataFrame:
@@ -191,7 +174,7 @@ def score_split(predictions: dict[str, pd.DataFrame], prepared: dict[str, pd.Dat
 
 def write_predictions(frame: pd.DataFrame, task: str, destination: str | Path) -> None:
     frame = frame.copy()
-    if task in ("sst", "qqp"):
+    if TASKS[task].has_classes:
         frame["prediction"] = frame["prediction"].astype(np.int64)
     with atomic_path(destination) as path:
         frame.to_csv(path, index=False)

@@ -1,4 +1,5 @@
-"""The paper's metrics, in one place: every stage that scores predictions calls these."""
+"""Scoring, in one place: every stage that scores predictions calls these; which metric each
+task takes (accuracy, Pearson) is the task table's (:mod:`smartmtl.tasks`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import numpy as np
 import torch
 
 from smartmtl.features import sorted_batches
-from smartmtl.heads import SST_CLASSES, to_predictions
-
-METRIC_NAMES = {"sst": "accuracy", "qqp": "accuracy", "sts": "pearson"}
+from smartmtl.tasks import TASKS
 
 
 def overall_score(sst: float, qqp: float, sts: float) -> float:
@@ -23,20 +22,15 @@ def task_metric(task: str, predictions: np.ndarray, gold: np.ndarray) -> float:
     predictions, gold = np.asarray(predictions), np.asarray(gold)
     if predictions.shape != gold.shape:
         raise ValueError(f"{task}: {len(predictions)} predictions for {len(gold)} labels")
-    if task in ("sst", "qqp"):
-        return float(np.mean(predictions.astype(np.int64) == gold.astype(np.int64)))
-    if task == "sts":
-        if np.std(predictions) == 0:  # Pearson is undefined for a constant prediction
-            return 0.0
-        # numpy rather than scipy.stats: importing scipy.stats costs every training stage ~1.2 s.
-        return float(np.corrcoef(predictions.astype(np.float64), gold.astype(np.float64))[0, 1])
-    raise ValueError(f"unknown task {task!r}; tasks are sst, qqp, sts")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+    return TASKS[task].metric(predictions, gold)
 
 
 def scores(metrics_by_task: dict[str, float]) -> dict[str, float]:
     """Add ``overall`` when all three tasks were scored."""
     result = dict(metrics_by_task)
-    if all(task in result and not math.isnan(result[task]) for task in ("sst", "qqp", "sts")):
+    if all(task in result and not math.isnan(result[task]) for task in TASKS):
         result["overall"] = overall_score(result["sst"], result["qqp"], result["sts"])
     return result
 
@@ -45,13 +39,13 @@ def predict(model, features, task: str, batch_size: int, device, autocast) -> tu
     """Predictions for every row of ``features`` in its own order, and the raw outputs."""
     was_training = model.training
     model.eval()
-    outputs = torch.empty((len(features), len(SST_CLASSES)) if task == "sst" else (len(features),))
+    outputs = torch.empty(TASKS[task].output_shape(len(features)))
     with torch.no_grad(), autocast():
         for indices in sorted_batches(features.lengths, batch_size):
             segments, _ = features.batch(indices, device)
             outputs[torch.as_tensor(indices)] = model(task, segments).float().cpu()
     model.train(was_training)
-    return to_predictions(task, outputs).numpy(), outputs.numpy()
+    return TASKS[task].to_predictions(outputs).numpy(), outputs.numpy()
 
 
 def evaluate(model, features_by_task: dict, batch_size: int, device, autocast) -> tuple[dict[str, float], dict]:

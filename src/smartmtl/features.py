@@ -18,6 +18,7 @@ from smartmtl.backbone import load_tokenizer
 from smartmtl.config import SPLITS, Params
 from smartmtl.data import load_split
 from smartmtl.heads import Segment, segments_for
+from smartmtl.tasks import TASKS
 
 BUCKET_BATCHES = 50  # batches sorted together by length: enough to cut padding, still random
 
@@ -69,12 +70,10 @@ def _pad(column: dict[str, list[list[int]]], indices: np.ndarray, device) -> Seg
 
 
 def tokenize(frame: pd.DataFrame, task: str, head: str, tokenizer, max_length: int) -> TaskFeatures:
-    if task == "sst":
-        texts = [(frame["sentence"].tolist(),)]
-    elif segments_for(task, head) == 2:
-        texts = [(frame["sentence1"].tolist(),), (frame["sentence2"].tolist(),)]
-    else:
-        texts = [(frame["sentence1"].tolist(), frame["sentence2"].tolist())]
+    spec = TASKS[task]
+    sentences = [frame[column].tolist() for column in spec.text_columns]
+    # One tokenizer call per sequence the model encodes: each text alone, or a pair as one sequence.
+    texts = [(text,) for text in sentences] if segments_for(task, head) == len(sentences) else [tuple(sentences)]
     columns = []
     for args in texts:
         encoded = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
@@ -82,8 +81,7 @@ def tokenize(frame: pd.DataFrame, task: str, head: str, tokenizer, max_length: i
     lengths = np.max([[len(row) for row in column["input_ids"]] for column in columns], axis=0)
     labels = None
     if "label" in frame:
-        dtype = torch.float32 if task == "sts" else torch.long
-        labels = torch.tensor(frame["label"].to_numpy(), dtype=dtype)
+        labels = torch.tensor(frame["label"].to_numpy(), dtype=spec.label_tensor_dtype)
     return TaskFeatures(task, frame["id"].astype(str).tolist(), columns, labels, lengths)
 
 

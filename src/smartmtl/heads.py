@@ -19,34 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smartmtl.tasks import TASKS, Task
+
 Segment = dict[str, Tensor]  # input_ids, attention_mask and, where the model has them, token_type_ids
-PAIR_TASKS = ("qqp", "sts")
-SST_CLASSES = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
-STS_MAX = 5.0
-
-
-def task_loss(task: str, output: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy (SST), binary cross-entropy on one logit (QQP), MSE on 0-5 (STS)."""
-    output = output.float()
-    if task == "sst":
-        return F.cross_entropy(output, labels.long())
-    if task == "qqp":
-        return F.binary_cross_entropy_with_logits(output, labels.float())
-    return F.mse_loss(output, labels.float())
-
-
-def to_predictions(task: str, output: Tensor) -> Tensor:
-    """Class for SST, 0/1 for QQP, the score for STS."""
-    if task == "sst":
-        return output.argmax(-1)
-    if task == "qqp":
-        return (output > 0).long()
-    return output.float()
 
 
 def segments_for(task: str, head: str) -> int:
     """How many separately encoded sequences a task's input has."""
-    return 2 if task in PAIR_TASKS and head in ("separate", "cosine") else 1
+    return 2 if TASKS[task].is_pair and head in ("separate", "cosine") else 1
 
 
 class MultitaskModel(nn.Module):
@@ -58,9 +38,12 @@ class MultitaskModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         pair_width = {"separate": 2 * hidden, "cosine": 3 * hidden, "concat": hidden}[head]
-        self.heads = nn.ModuleDict({"sst": nn.Linear(hidden, len(SST_CLASSES)), "qqp": nn.Linear(pair_width, 1)})
-        if head != "cosine":  # cosine regression has no parameters of its own
-            self.heads["sts"] = nn.Linear(pair_width, 1)
+        # A score read from the cosine has no layer of its own.
+        self.heads = nn.ModuleDict({name: nn.Linear(pair_width if task.is_pair else hidden, task.outputs)
+                                    for name, task in TASKS.items() if not self._scored_by_cosine(task)})
+
+    def _scored_by_cosine(self, task: Task) -> bool:
+        return self.head == "cosine" and not task.has_classes
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]
@@ -82,14 +65,16 @@ class MultitaskModel(nn.Module):
 
     def forward(self, task: str, segments: list[Segment]) -> Tensor:
         """SST: logits [B, 5]; QQP: one logit [B]; STS: a score [B] on the 0-5 scale."""
-        if task == "sst":
-            return self.heads["sst"](self.dropout(self._encode(segments[0], self.pooling)))
+        spec = TASKS[task]
+        if not spec.is_pair:
+            return self.heads[task](self.dropout(self._encode(segments[0], self.pooling)))
         if self.head == "concat":
             features = self._encode(segments[0], self.pooling)
         else:
             pooling = "mean" if self.head == "cosine" else self.pooling
             u, v = (self._encode(s, pooling) for s in segments)
-            if self.head == "cosine" and task == "sts":
-                return (F.cosine_similarity(u.float(), v.float(), dim=-1) + 1) * (STS_MAX / 2)
+            if self._scored_by_cosine(spec):  # from [-1, 1] onto the score's range
+                low, high = spec.score_range
+                return low + (F.cosine_similarity(u.float(), v.float(), dim=-1) + 1) * ((high - low) / 2)
             features = torch.cat([u, v, (u - v).abs()] if self.head == "cosine" else [u, v], dim=-1)
         return self.heads[task](self.dropout(features)).squeeze(-1)

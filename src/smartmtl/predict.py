@@ -22,8 +22,9 @@ from smartmtl.features import tokenize
 from smartmtl.io import read_json
 from smartmtl.outputs import ENSEMBLE_NAME
 from smartmtl.schedules import tasks_of
+from smartmtl.tasks import TASKS
 from smartmtl.train import build_model
-from smartmtl.variants import RunSpec
+from smartmtl.variants import saved_spec
 
 
 class PredictError(UserError, ValueError):
@@ -49,13 +50,14 @@ def trained_tasks(model_dir: Path) -> set[str]:
 
 def _predict_one(model_dir: Path, sentences: list[str]) -> tuple[list[int], float | None, float | None]:
     run = read_json(model_dir / "run.json")
-    spec, params = RunSpec(**run["spec"]), parse_params(run["params"], str(model_dir / "run.json"))
+    params = parse_params(run["params"], str(model_dir / "run.json"))
+    spec = saved_spec(run["spec"], params)
     model = build_model(spec, params, model_dir / "model.safetensors").eval()
     tokenizer = load_tokenizer(params.model.backbone)
     with torch.no_grad():
         single = pd.DataFrame({"id": [str(i) for i in range(len(sentences))], "sentence": sentences})
         features = tokenize(single, "sst", spec.head, tokenizer, params.model.max_length)
-        sentiment = model("sst", features.batch(np.arange(len(sentences)))[0]).argmax(-1).tolist()
+        sentiment = TASKS["sst"].to_predictions(model("sst", features.batch(np.arange(len(sentences)))[0])).tolist()
         if len(sentences) == 1:
             return sentiment, None, None
         pair = pd.DataFrame({"id": ["0"], "sentence1": [sentences[0]], "sentence2": [sentences[1]]})
@@ -80,7 +82,7 @@ def predict_text(model: str, sentences: list[str], models_dir: Path = Path("mode
     if missing:
         raise PredictError(f"model(s) {', '.join(missing)} not trained; trained models: "
                            f"{', '.join(trained_models(models_dir)) or 'none'}")
-    needed = {"sst"} if len(sentences) == 1 else {"sst", "qqp", "sts"}
+    needed = {"sst"} if len(sentences) == 1 else set(TASKS)
     for name in members:
         untrained = needed - trained_tasks(models_dir / name)
         if untrained:

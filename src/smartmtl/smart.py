@@ -2,9 +2,10 @@
 Bregman proximal point teacher.
 
 The adversarial term (paper eq. 4) is ``l_s(f(x + delta), f(x))`` with ``delta`` the
-perturbation within a ball around the input that most changes the output. Four choices make
-it a regulariser rather than a number (each measured on the bundled MiniLM; figures in the
-README's SMART section and from ``smartmtl smart-check``):
+perturbation within a ball around the input that most changes the output, and ``l_s`` the
+task's divergence (:mod:`smartmtl.tasks`: symmetric KL for classes, squared error for
+scores). Four choices make it a regulariser rather than a number (each measured on the
+bundled MiniLM; figures in the README's SMART section and from ``smartmtl smart-check``):
 
 * **Where** ``delta`` is added: a forward hook on a *site* module adds it to that module's
   output: the word embeddings (Algorithm 1's input) or the embedding layer's output after
@@ -35,55 +36,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-Divergence = Callable[[Tensor, Tensor], Tensor]
+from smartmtl.tasks import TASKS, Divergence
 
 # Norms are clamped to this before dividing, so that a zero gradient or a zero (padding) token
 # stays zero while a gradient of 1e-20 is still normalised exactly.
 _TINY = torch.finfo(torch.float32).tiny
 
 
-# --------------------------------------------------------------------------- divergences
-def _per_example_mean(values: Tensor) -> Tensor:
-    """Sum over all but the batch dimension, then mean over the batch."""
-    if values.dim() == 0:
-        return values
-    return values.reshape(values.shape[0], -1).sum(dim=1).mean()
-
-
-def symmetric_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
-    """KL(P||Q) + KL(Q||P) of two softmax distributions over the last dim; batch mean.
-
-    Equals sum_c (p_c - q_c)(log p_c - log q_c). Computed in float32.
-    """
-    log_p = F.log_softmax(logits_p.float(), dim=-1)
-    log_q = F.log_softmax(logits_q.float(), dim=-1)
-    per_example = ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1)
-    return _per_example_mean(per_example)
-
-
-def symmetric_bernoulli_kl(logit_p: Tensor, logit_q: Tensor) -> Tensor:
-    """Symmetric KL of two Bernoulli distributions given by single logits (shape [B]); batch mean.
-
-    KL(P||Q) + KL(Q||P) = (p - q)(log p/(1-p) - log q/(1-q)) = (sigmoid(a) - sigmoid(b))(a - b).
-    Computed in float32.
-    """
-    a, b = logit_p.float(), logit_q.float()
-    return _per_example_mean((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b))
-
-
-def squared_error(pred_p: Tensor, pred_q: Tensor) -> Tensor:
-    """Squared difference of two regression outputs (shape [B]); batch mean. Float32."""
-    return _per_example_mean((pred_p.float() - pred_q.float()) ** 2)
-
-
-DIVERGENCES: dict[str, Divergence] = {
-    "sst": symmetric_kl,
-    "qqp": symmetric_bernoulli_kl,
-    "sts": squared_error,
-}
+# Which divergence each task uses is the task table's; train.py looks it up here.
+DIVERGENCES: dict[str, Divergence] = {name: task.divergence for name, task in TASKS.items()}
 
 
 # ----------------------------------------------------------------- the perturbation site

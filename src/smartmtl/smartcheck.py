@@ -18,11 +18,11 @@ import dataclasses
 import torch
 
 from smartmtl import smart
-from smartmtl.config import TASKS, Params
+from smartmtl.config import Params
 from smartmtl.features import load_features
 from smartmtl.hardware import autocast_for, pick_device
-from smartmtl.heads import task_loss
 from smartmtl.schedules import batch_stream
+from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import StepTerms, build_model, task_objective
 from smartmtl.variants import grid_spec
 
@@ -49,7 +49,7 @@ def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, d
             with autocast():
                 task_objective(model, teacher, task, segments, labels, spec, params, terms, diagnose=True)
                 with torch.no_grad():  # two dropout draws, no perturbation: the old term's source
-                    terms.add("dropout_only", smart.DIVERGENCES[task](model(task, segments), model(task, segments)))
+                    terms.add("dropout_only", TASKS[task].divergence(model(task, segments), model(task, segments)))
         means = terms.means()
         report[task] = {
             "term": means[f"smart_{task}"], "floor": means[f"smart_floor_{task}"],

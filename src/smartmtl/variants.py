@@ -27,6 +27,7 @@ class RunSpec:
     label: str  # the paper's name for it
     head: str
     schedule: str
+    epochs: int  # passes the schedule makes (sequential runs read train.sequential_epochs instead)
     smart: bool
     surgery: bool
     pretrained: bool
@@ -37,6 +38,23 @@ class RunSpec:
 
     def config(self) -> dict:
         return {key: value for key, value in asdict(self).items() if key not in ("name", "kind", "label", "row")}
+
+
+def schedule_epochs(params: Params, schedule: str) -> int:
+    """The epochs a schedule trains for. Each reads only its own setting, the one dvc.yaml
+    declares for the stages that train it: QQP pretraining and Figure 3's SST-only runs have
+    their own; a simultaneous epoch is one pass over SST."""
+    if schedule == "pretrain":
+        return params.train.pretrain_epochs
+    if schedule == "sst_only":
+        return params.sweep.sst_epochs
+    return params.train.epochs
+
+
+def saved_spec(saved: dict, params: Params) -> RunSpec:
+    """The RunSpec a run saved in its run.json, with the parameters it saved beside it. Runs
+    saved before RunSpec held its epochs get them from those parameters, as they trained."""
+    return RunSpec(**{"epochs": schedule_epochs(params, saved["schedule"]), **saved})
 
 
 def run_name(row: str, seed: int) -> str:
@@ -59,6 +77,7 @@ def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
     variant = params.variants[row]
     return RunSpec(
         name=run_name(row, seed), kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
+        epochs=schedule_epochs(params, variant.schedule),
         smart=variant.smart, surgery=variant.surgery, pretrained=variant.pretrained,
         dropout=params.model.dropout if variant.dropout is None else variant.dropout,
         lambda_s=params.smart.lambda_s if variant.lambda_s is None else variant.lambda_s, seed=seed, row=row,
@@ -74,7 +93,8 @@ def grid_spec(params: Params, dropout: float, lambda_s: float, seed: int) -> Run
         )
     row = grid_row(dropout, lambda_s)
     return RunSpec(run_name(row, seed), "grid", "Concat+SMART+Pretrain", "concat", "simultaneous",
-                   smart=True, surgery=False, pretrained=True, dropout=dropout, lambda_s=lambda_s, seed=seed, row=row)
+                   epochs=schedule_epochs(params, "simultaneous"), smart=True, surgery=False, pretrained=True,
+                   dropout=dropout, lambda_s=lambda_s, seed=seed, row=row)
 
 
 def sst_lambda_spec(params: Params, lambda_s: float, seed: int) -> RunSpec:
@@ -83,8 +103,8 @@ def sst_lambda_spec(params: Params, lambda_s: float, seed: int) -> RunSpec:
         raise VariantError(f"lambda_s={lambda_s} is not in sweep.sst_lambda_s={params.sweep.sst_lambda_s}")
     row = sst_lambda_row(lambda_s)
     return RunSpec(run_name(row, seed), "sst_lambda", f"lambda_s {lambda_s:g}", "concat", "sst_only",
-                   smart=True, surgery=False, pretrained=False, dropout=params.model.dropout, lambda_s=lambda_s,
-                   seed=seed, row=row)
+                   epochs=schedule_epochs(params, "sst_only"), smart=True, surgery=False, pretrained=False,
+                   dropout=params.model.dropout, lambda_s=lambda_s, seed=seed, row=row)
 
 
 def planned_runs(params: Params) -> list[RunSpec]:
@@ -101,5 +121,6 @@ def planned_runs(params: Params) -> list[RunSpec]:
 
 def pretrain_spec(params: Params) -> RunSpec:
     """QQP further-pretraining: the concat head, the only one the +Pretrain variants use."""
-    return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain", smart=False, surgery=False,
+    return RunSpec(PRETRAIN, "pretrain", "Pretrain", "concat", "pretrain", epochs=schedule_epochs(params, "pretrain"),
+                   smart=False, surgery=False,
                    pretrained=False, dropout=params.model.dropout, lambda_s=0.0, seed=params.train.seed, row=PRETRAIN)
