@@ -59,11 +59,11 @@ def _worker(rank: int, world: int, port: int, prepared_dir, out_dir) -> None:
     params = _params(prepared_dir)
     features = load_features(params, TASKS, "concat", splits=("train", "dev"))
     build = smartmtl.train.build_model
-    for name, run_spec in {**EXACT, **NOISY}.items():
-        smartmtl.train.build_model = build if name in NOISY else _deterministic_build(build)
-        model = train(run_spec, params, features["train"], features["dev"])
-        save_model(model, out_dir / f"{name}-rank{rank}.safetensors")
-    distributed.stop()
+    with distributed.process_group():
+        for name, run_spec in {**EXACT, **NOISY}.items():
+            smartmtl.train.build_model = build if name in NOISY else _deterministic_build(build)
+            model = train(run_spec, params, features["train"], features["dev"])
+            save_model(model, out_dir / f"{name}-rank{rank}.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from smartmtl import config, smart
+from smartmtl import config
 from smartmtl.ensemble import write_predictions
 from smartmtl.tasks import TASKS, Task
 
@@ -90,10 +90,6 @@ def test_metrics_and_combinations_by_kind():
     members = np.array([[1, 0], [2, 0], [2, 1]])
     assert TASKS["sst"].combine(members).tolist() == [2, 0]  # mode
     assert TASKS["sts"].combine(members).tolist() == [2.0, 0.0]  # median, as floats
-
-
-def test_smart_uses_the_tables_divergences():
-    assert smart.DIVERGENCES == {name: task.divergence for name, task in TASKS.items()}
 
 
 def test_class_predictions_are_written_as_integers_scores_as_floats(tmp_path):

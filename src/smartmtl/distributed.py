@@ -9,12 +9,15 @@ Why not DistributedDataParallel: a SMART step runs several forwards per backward
 needs each task's gradient averaged on its own, before surgery; DDP averages once per
 backward. Averaging flat gradient vectors ourselves keeps both exact: one collective call
 per step, or one per task and one for the heads with surgery.
-Without torchrun every function here is a no-op, so single-process runs are untouched.
+Training runs inside :func:`process_group`; without torchrun every function here is a no-op,
+so single-process runs are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -24,17 +27,20 @@ from torch import Tensor, nn
 from smartmtl.pcgrad import assign_flat_grad, flatten_grads
 
 
-def start() -> None:
-    """Join torchrun's process group, if launched by it (NCCL on GPUs, gloo on CPUs)."""
-    if world_size() > 1 and not dist.is_initialized():
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """Within the block, this process is in torchrun's process group (NCCL on GPUs, gloo on
+    CPUs) and on its own GPU; without torchrun nothing happens. The one place it starts and ends."""
+    started = world_size() > 1 and not dist.is_initialized()
+    if started:
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def stop() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        yield
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def world_size() -> int:

@@ -3,9 +3,11 @@
 A run ``<name>`` (see :mod:`smartmtl.variants`) owns ``models/<name>/``,
 ``predictions/<name>/``, ``metrics/finetune/<name>.json`` and ``dvclive/<name>/``; dvc.yaml
 declares the same paths. The stages that read results find runs by the names the current
-params.yaml defines, never by listing folders: after the sweep or the presets change, files of
-runs no longer defined stay on disk (DVC only touches the outputs of stages it runs), and
-:func:`move_stale` moves them to ``stale/`` so that no view shows them as current.
+params.yaml defines, never by listing folders. After the sweep or the presets change, a run
+no longer defined leaves files behind: ``dvc exp run`` deletes the cached outputs of the stage
+it dropped (model, predictions), but not always its metrics and curves, and ``dvc repro``
+leaves all of them; :func:`move_stale` moves what is left to ``stale/`` so that no view shows
+it as current.
 """
 
 from __future__ import annotations

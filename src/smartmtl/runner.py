@@ -72,7 +72,6 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
         live.step = step
         for key, value in metrics.items():
             live.log_metric(key, value)
-        live.make_summary()
 
     def log_epoch(epoch: int, step: int, metrics: dict[str, float]) -> None:
         log_at(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
@@ -85,12 +84,12 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
         dev_predictions.update(predictions)
         return dev_scores
 
-    model = train(spec, params, features["train"], features["dev"], init=init,
-                  resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
-                  on_steps=log_at if live else lambda *a: None,
-                  stop_after_epochs=stop_after_epochs, final_evaluation=score_dev)
+    with distributed.process_group():  # left before scoring: rank 0 scores and saves alone
+        model = train(spec, params, features["train"], features["dev"], init=init,
+                      resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
+                      on_steps=log_at if live else lambda *a: None,
+                      stop_after_epochs=stop_after_epochs, final_evaluation=score_dev)
     train_seconds = time.perf_counter() - started
-    distributed.stop()  # rank 0 scores and saves alone
     if live:
         live.end()
     if stop_after_epochs is not None or not distributed.is_main_process():

@@ -38,15 +38,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from smartmtl.tasks import TASKS, Divergence
+from smartmtl.tasks import Divergence
 
 # Norms are clamped to this before dividing, so that a zero gradient or a zero (padding) token
 # stays zero while a gradient of 1e-20 is still normalised exactly.
 _TINY = torch.finfo(torch.float32).tiny
-
-
-# Which divergence each task uses is the task table's; train.py looks it up here.
-DIVERGENCES: dict[str, Divergence] = {name: task.divergence for name, task in TASKS.items()}
 
 
 # ----------------------------------------------------------------- the perturbation site

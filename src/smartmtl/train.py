@@ -9,7 +9,8 @@ per task) and PCGrad combines them.
 
 After each epoch the loop scores the dev set, logs, and saves a resume checkpoint, so an
 interrupted run started again continues from its last finished epoch and ends the same.
-Under torchrun each process trains its slice of every batch (:mod:`smartmtl.distributed`).
+Under torchrun each process trains its slice of every batch (:mod:`smartmtl.distributed`);
+the caller runs :func:`train` inside :func:`smartmtl.distributed.process_group`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.heads import MultitaskModel
 from smartmtl.progress import Progress
 from smartmtl.schedules import build_plan, learning_rate, tasks_of
-from smartmtl.tasks import task_loss
+from smartmtl.tasks import TASKS, task_loss
 from smartmtl.variants import RunSpec
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def task_objective(model, teacher, task: str, segments, labels, spec: RunSpec, p
         loss = task_loss(task, model(task, segments), labels)
         terms.add(f"loss_{task}", loss)
         return loss
-    divergence = smart.DIVERGENCES[task]
+    divergence = TASKS[task].divergence
     site = model.perturbation_site(params.smart.site)
     same_dropout = smart.SameDropout(labels.device)
     with smart.at_site(site) as clean_inputs:
@@ -234,7 +235,6 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     terms; ``on_steps(step, terms)`` the training terms' means over the last few optimizer
     steps, LOG_POINTS times per run, so that curves are curves even for one-epoch runs."""
     tp = params.train
-    distributed.start()
     torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
     device = pick_device()
     autocast = autocast_for(device, tp.precision)
