@@ -21,9 +21,9 @@ SEED = typer.Option(..., help="The run's seed (a value of sweep.seeds).")
 
 
 @app.command()
-def variant(name: str = typer.Argument(..., help="A key of `variants` in params.yaml (a Table 2 row)."),
+def variant(name: str = typer.Argument(..., help="A key of `variants` or `smart_variants` in params.yaml (a Table 2 row)."),
             seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
-    """Train a Table 2 model, as `variants.<name>` in params.yaml describes it."""
+    """Train a Table 2 model, as `variants.<name>` or `smart_variants.<name>` in params.yaml describes it."""
     with stage_context("finetune", params) as settings:
         run(table2_spec(settings, name, seed), settings)
 

@@ -117,6 +117,26 @@ def test_lambda_s_must_be_a_grid_cell():
     assert "smart.lambda_s=2.0" in message and "sweep.lambda_s" in message
 
 
+def test_a_smart_flag_on_a_row_points_to_smart_variants():
+    raw = copy.deepcopy(presets.render("paper"))
+    raw["variants"] = {"old": {"label": "O", "head": "concat", "schedule": "sequential", "smart": True}}
+    message = _error(raw)
+    assert "variants.old" in message and "smart_variants" in message
+
+
+def test_a_row_is_listed_once():
+    raw = copy.deepcopy(presets.render("paper"))
+    raw["variants"] = {**raw["variants"], "concat_smart": {"label": "C", "head": "concat", "schedule": "sequential"}}
+    assert "concat_smart" in _error(raw) and "listed once" in _error(raw)
+
+
+def test_rows_with_smart_train_with_it_and_the_others_without():
+    rows = parse_params(presets.render("paper")).table2_rows()
+    assert {name for name, (_, with_smart) in rows.items() if with_smart} == {
+        "concat_smart", "concat_smart_star", "concat_smart_surgery_pretrain"}
+    assert list(rows)[:4] == ["baseline", "cos_sim", "concat", "concat_star"]
+
+
 def test_surgery_needs_simultaneous():
     raw = copy.deepcopy(presets.render("paper"))
     raw["variants"] = {"bad": {"label": "B", "head": "concat", "schedule": "sequential", "surgery": True}}
@@ -158,8 +178,8 @@ def test_committed_params_are_the_laptop_preset():
 
 def test_the_code_defaults_are_the_paper_preset():
     # One source of defaults: a key left out of params.yaml means the paper's setting.
-    defaults = parse_params({}).model_dump(exclude={"preset", "variants"})
-    assert defaults == parse_params(presets.render("paper")).model_dump(exclude={"preset", "variants"})
+    defaults = parse_params({}).model_dump(exclude={"preset", "variants", "smart_variants"})
+    assert defaults == parse_params(presets.render("paper")).model_dump(exclude={"preset", "variants", "smart_variants"})
 
 
 @pytest.mark.parametrize("key", ["dropout", "lambda_s", "sst_lambda_s"])

@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW_DATA = ROOT / "data" / "raw"
+TRAINING_STAGES = {"pretrain", "finetune", "finetune-smart", "grid", "sst_lambda"}
 SKIP = shutil.ignore_patterns(".venv", ".git", "data", "models", "predictions", "checkpoints", "dvclive",
                               "cache", "tmp", "__pycache__", ".pytest_cache", "*.egg-info", "dvc.lock", "metrics", "plots")
 
@@ -98,7 +99,7 @@ def test_second_repro_does_nothing_and_a_grid_change_reruns_only_its_dependents(
     (project / "params.yaml").write_text(params.replace("- 0.1\n", "- 0.2\n", 1))
     changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
     assert "grid@0.2-1.0-0" in changed
-    assert not {stage for stage in changed if stage.split("@")[0] in ("prepare", "pretrain", "finetune", "sst_lambda")}
+    assert not {stage for stage in changed if stage.split("@")[0] in {"prepare", *TRAINING_STAGES} - {"grid"}}
     (project / "params.yaml").write_text(params)
 
 
@@ -109,12 +110,12 @@ def test_settings_that_cannot_change_a_model_retrain_nothing(project: Path):
         (project / "params.yaml").write_text(params.replace(old, new, 1))
         changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
         (project / "params.yaml").write_text(params)
-        training = {stage for stage in changed if stage.split("@")[0] in ("pretrain", "finetune", "grid", "sst_lambda")}
+        training = {stage for stage in changed if stage.split("@")[0] in TRAINING_STAGES}
         if new.startswith("eval"):
             assert not training, training
-        else:  # SMART's settings retrain SMART runs, not the QQP pretraining. (Table 2's rows share one
-            # stage definition, so its rows without SMART are listed too: a DVC matrix has one params list.)
-            assert {"finetune@concat_smart-0", "grid@0.1-1.0-0", "sst_lambda@1.0-0"} <= training, training
+        else:  # SMART's settings retrain the runs with SMART, not the others nor the QQP pretraining.
+            assert {"finetune-smart@concat_smart-0", "grid@0.1-1.0-0", "sst_lambda@1.0-0"} <= training, training
+            assert not {stage for stage in training if stage.startswith("finetune@")}, training
             assert "pretrain" not in changed
 
 
@@ -131,7 +132,7 @@ def test_a_new_seed_adds_only_its_own_training_stages(project: Path):
     (project / "params.yaml").write_text(params.replace("  seeds:\n  - 0\n", "  seeds:\n  - 0\n  - 1\n", 1))
     changed = set(json.loads(sh("dvc", "status", "--json", cwd=project).stdout))
     (project / "params.yaml").write_text(params)
-    training = {stage for stage in changed if stage.split("@")[0] in ("pretrain", "finetune", "grid", "sst_lambda")}
+    training = {stage for stage in changed if stage.split("@")[0] in TRAINING_STAGES}
     assert training and all(stage.endswith("-1") for stage in training), training
     assert {"finetune@concat-1", "grid@0.1-1.0-1", "sst_lambda@5.0-1"} <= training
 

@@ -18,10 +18,12 @@ VARIANTS = {
     "baseline": {"label": "Baseline", "head": "separate", "schedule": "sequential"},
     "cos_sim": {"label": "Cos-Sim", "head": "cosine", "schedule": "sequential"},
     "concat": {"label": "Concat", "head": "concat", "schedule": "sequential"},
-    "concat_smart": {"label": "Concat+SMART", "head": "concat", "schedule": "sequential", "smart": True},
-    "concat_smart_star": {"label": "Concat+SMART*", "head": "concat", "schedule": "simultaneous", "smart": True},
     "concat_star": {"label": "Concat*", "head": "concat", "schedule": "simultaneous"},
-    "concat_smart_surgery_pretrain": {"label": "Concat+SMART+Surgery+Pretrain", "head": "concat", "schedule": "simultaneous", "smart": True, "surgery": True, "pretrained": True},
+}
+SMART_VARIANTS = {
+    "concat_smart": {"label": "Concat+SMART", "head": "concat", "schedule": "sequential"},
+    "concat_smart_star": {"label": "Concat+SMART*", "head": "concat", "schedule": "simultaneous"},
+    "concat_smart_surgery_pretrain": {"label": "Concat+SMART+Surgery+Pretrain", "head": "concat", "schedule": "simultaneous", "surgery": True, "pretrained": True},
 }
 
 
@@ -34,6 +36,7 @@ def make_params():
             "sweep": {"seeds": [0, 1, 2], "dropout": [0.1, 0.3, 0.7], "lambda_s": [1.0, 5.0],
                       "sst_lambda_s": [1.0, 5.0]},
             "variants": VARIANTS,
+            "smart_variants": SMART_VARIANTS,
             "train": {"epochs": 2, "batch_size": 16, "lr": 2e-5},
         }
     )

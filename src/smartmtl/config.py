@@ -124,16 +124,24 @@ class SurgeryParams(_Strict):
 
 
 class Variant(_Strict):
-    """One model of Table 2: which head, schedule and regularisers it trains with."""
+    """One model of Table 2: which head, schedule and regularisers it trains with. Whether it
+    trains with SMART is where it is listed: ``variants`` or ``smart_variants``."""
 
     label: str
     head: Head
     schedule: Schedule
-    smart: bool = False
     surgery: bool = False
     pretrained: bool = False
     lambda_s: float | None = Field(None, ge=0)
     dropout: float | None = Field(None, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_smart_flag(cls, values):
+        if isinstance(values, dict) and "smart" in values:
+            raise ValueError("list rows trained with SMART under smart_variants, not with `smart:` (dvc.yaml "
+                             "trains them in a stage of their own, so that smart.* retrains only them)")
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> Variant:
@@ -193,8 +201,22 @@ class Params(_Strict):
     smart: SmartParams = SmartParams()
     surgery: SurgeryParams = SurgeryParams()
     sweep: SweepParams = SweepParams()
+    # Table 2's rows: trained without SMART, and with it (two DVC matrices, so that a change
+    # of smart.* retrains only the second).
     variants: dict[str, Variant] = {}
+    smart_variants: dict[str, Variant] = {}
     ensemble: EnsembleParams = EnsembleParams()
+
+    def table2_rows(self) -> dict[str, tuple[Variant, bool]]:
+        """Table 2's rows by name: each row's variant, and whether it trains with SMART."""
+        return {**{name: (variant, False) for name, variant in self.variants.items()},
+                **{name: (variant, True) for name, variant in self.smart_variants.items()}}
+
+    @model_validator(mode="after")
+    def _row_names_unique(self) -> Params:
+        if both := sorted(set(self.variants) & set(self.smart_variants)):
+            raise ValueError(f"rows {both} are both in variants and in smart_variants: each row is listed once")
+        return self
 
     @model_validator(mode="after")
     def _table2_row_in_grid(self) -> Params:

@@ -164,6 +164,7 @@ def _over_seeds(by_seed: dict[int, dict[str, float]], paper: dict[str, float] | 
 
 def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
     rows_by_key, rows, notes = runs_by_row(metrics), [], []
+    defined = params.table2_rows()
     for paper in PAPER_TABLE2:
         key = paper["model"]
         if key is None:  # Concat+SMART+Pretrain is the grid cell at the default dropout and lambda_s
@@ -172,10 +173,11 @@ def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
             runs = rows_by_key.get(("grid", round(dropout, 6), round(lambda_s, 6)), {})
         else:
             source = key
-            runs = rows_by_key.get(("table2", key), {}) if key in params.variants else {}
-            if key not in params.variants:
-                notes.append(f"{paper['Model']}: variant '{key}' is not in params.variants; row left empty.")
-        if not runs and (key is None or key in params.variants):
+            runs = rows_by_key.get(("table2", key), {}) if key in defined else {}
+            if key not in defined:
+                notes.append(f"{paper['Model']}: variant '{key}' is in neither variants nor smart_variants; "
+                             "row left empty.")
+        if not runs and (key is None or key in defined):
             notes.append(f"{paper['Model']}: no run of {source} has dev metrics in metrics/finetune; row left empty.")
         paper_values = None if math.isnan(paper["overall"]) else paper
         rows.append({"Model": paper["Model"], "Training Method": paper["Training Method"], "Our row": source,

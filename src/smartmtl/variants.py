@@ -72,13 +72,15 @@ def sst_lambda_row(lambda_s: float) -> str:
 
 
 def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
-    if row not in params.variants:
-        raise VariantError(f"unknown variant {row!r}; params.yaml defines: {', '.join(params.variants) or 'none'}")
-    variant = params.variants[row]
+    rows = params.table2_rows()
+    if row not in rows:
+        raise VariantError(f"unknown variant {row!r}; params.yaml's variants and smart_variants define: "
+                           f"{', '.join(rows) or 'none'}")
+    variant, with_smart = rows[row]
     return RunSpec(
         name=run_name(row, seed), kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
         epochs=schedule_epochs(params, variant.schedule),
-        smart=variant.smart, surgery=variant.surgery, pretrained=variant.pretrained,
+        smart=with_smart, surgery=variant.surgery, pretrained=variant.pretrained,
         dropout=params.model.dropout if variant.dropout is None else variant.dropout,
         lambda_s=params.smart.lambda_s if variant.lambda_s is None else variant.lambda_s, seed=seed, row=row,
     )
@@ -113,7 +115,7 @@ def planned_runs(params: Params) -> list[RunSpec]:
     earlier params.yaml defined are never read as results (:mod:`smartmtl.outputs` moves them aside)."""
     seeds = params.sweep.seeds
     return [
-        *(table2_spec(params, row, seed) for row in params.variants for seed in seeds),
+        *(table2_spec(params, row, seed) for row in params.table2_rows() for seed in seeds),
         *(grid_spec(params, d, lam, seed) for d in params.sweep.dropout for lam in params.sweep.lambda_s for seed in seeds),
         *(sst_lambda_spec(params, lam, seed) for lam in params.sweep.sst_lambda_s for seed in seeds),
     ]
