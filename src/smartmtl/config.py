@@ -216,6 +216,9 @@ class Params(_Strict):
     def _row_names_unique(self) -> Params:
         if both := sorted(set(self.variants) & set(self.smart_variants)):
             raise ValueError(f"rows {both} are both in variants and in smart_variants: each row is listed once")
+        if surgery := sorted(name for name, variant in self.variants.items() if variant.surgery):
+            raise ValueError(f"rows {surgery} use surgery, which the paper adds to SMART: list them under "
+                             "smart_variants (only that stage declares surgery.*)")
         return self
 
     @model_validator(mode="after")

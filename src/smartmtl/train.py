@@ -246,8 +246,10 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     # fused: one kernel for all parameters; on this CPU it cuts the step's optimizer time 5x.
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
                                   weight_decay=tp.weight_decay, fused=True)
+    # Only sequential runs read train.sequential_epochs: dvc.yaml declares it for their stage alone.
+    sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
     plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, spec.seed,
-                      epochs=spec.epochs, sequential_epochs=tp.sequential_epochs.model_dump())
+                      epochs=spec.epochs, sequential_epochs=sequential_epochs)
     total_steps = sum(len(epoch) for epoch in plan)
     teacher = None
     if spec.smart and params.smart.mu > 0:
