@@ -16,28 +16,18 @@ import pandas as pd
 from scipy import stats
 
 from smartmtl.config import Params
+from smartmtl.variants import grid_row, sst_lambda_row
 
 METRICS = ("sst", "qqp", "sts", "overall")
-RowKey = tuple
 
 
-def row_key(record: dict) -> RowKey:
-    """The row a run belongs to, from its recorded kind and configuration."""
-    kind, config = record.get("kind"), record.get("config", {})
-    if kind == "grid":
-        return ("grid", round(float(config["dropout"]), 6), round(float(config["lambda_s"]), 6))
-    if kind == "sst_lambda":
-        return ("sst_lambda", round(float(config["lambda_s"]), 6))
-    return (kind, record.get("row", record.get("name")))
-
-
-def runs_by_row(metrics: dict[str, dict], split: str = "dev") -> dict[RowKey, dict[int, dict[str, float]]]:
-    """{row: {seed: scores}} for every run with scores on ``split``."""
-    rows: dict[RowKey, dict[int, dict[str, float]]] = {}
+def runs_by_row(metrics: dict[str, dict], split: str = "dev") -> dict[str, dict[int, dict[str, float]]]:
+    """{row: {seed: scores}} for every run with scores on ``split``; rows are named as
+    :mod:`smartmtl.variants` names them (``concat_smart``, ``grid-d0.1-l1.0``, ``sst-l5.0``)."""
+    rows: dict[str, dict[int, dict[str, float]]] = {}
     for record in metrics.values():
-        scores = record.get(split)
-        if scores:
-            rows.setdefault(row_key(record), {})[int(record.get("config", {}).get("seed", 0))] = scores
+        if scores := record.get(split):
+            rows.setdefault(record["row"], {})[int(record["config"]["seed"])] = scores
     return rows
 
 
@@ -68,8 +58,8 @@ def paired_difference(better: dict[int, dict[str, float]], worse: dict[int, dict
 @dataclass(frozen=True)
 class Claim:
     text: str
-    better: RowKey  # the row the paper says scores higher (or the same, with expect "same")
-    worse: RowKey
+    better: str  # the row the paper says scores higher (or the same, with expect "same")
+    worse: str
     expect: str = "higher"  # "higher", or "same" for a claim of no effect
     metrics: tuple[str, ...] = METRICS
 
@@ -88,20 +78,19 @@ def verdict(expect: str, n: int, low: float, high: float) -> str:
 
 def paper_claims(params: Params) -> list[Claim]:
     """The paper's claims (Section 5.4), with the rows that test each."""
-    cell = ("grid", round(params.model.dropout, 6), round(params.smart.lambda_s, 6))
+    cell = grid_row(params.model.dropout, params.smart.lambda_s)
     low, high = min(params.sweep.sst_lambda_s), max(params.sweep.sst_lambda_s)
     return [
-        Claim("SMART helps in sequential training (Concat+SMART vs Concat)",
-              ("table2", "concat_smart"), ("table2", "concat")),
+        Claim("SMART helps in sequential training (Concat+SMART vs Concat)", "concat_smart", "concat"),
         Claim("SMART helps in simultaneous training (Concat+SMART* vs Concat*, a control the paper lacks)",
-              ("table2", "concat_smart_star"), ("table2", "concat_star")),
+              "concat_smart_star", "concat_star"),
         Claim("Simultaneous beats sequential training (Concat+SMART* vs Concat+SMART)",
-              ("table2", "concat_smart_star"), ("table2", "concat_smart")),
-        Claim("QQP pretraining helps (Concat+SMART+Pretrain vs Concat+SMART*)", cell, ("table2", "concat_smart_star")),
+              "concat_smart_star", "concat_smart"),
+        Claim("QQP pretraining helps (Concat+SMART+Pretrain vs Concat+SMART*)", cell, "concat_smart_star"),
         Claim("Gradient surgery changes nothing (+Surgery vs Concat+SMART+Pretrain)",
-              ("table2", "concat_smart_surgery_pretrain"), cell, expect="same"),
+              "concat_smart_surgery_pretrain", cell, expect="same"),
         Claim(f"lambda_s {high:g} beats {low:g} on SST (Figure 3: SST trained alone)",
-              ("sst_lambda", round(high, 6)), ("sst_lambda", round(low, 6)), metrics=("sst",)),
+              sst_lambda_row(high), sst_lambda_row(low), metrics=("sst",)),
     ]
 
 

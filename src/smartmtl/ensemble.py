@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smartmtl.claims import runs_by_row, spread
 from smartmtl.config import Params
 from smartmtl.data import load_split, output_name
 from smartmtl.errors import UserError
@@ -250,14 +251,12 @@ def headline(result: dict, metrics: dict[str, dict]) -> dict:
     name): the ensemble's dev scores, then each row's dev overall (dev SST accuracy for the
     SST-only rows of Figure 3) averaged over its seeds, then the ensemble's test scores
     when the test split is labelled. Each run's own scores stay in metrics/finetune/."""
-    by_row: dict[str, dict[str, list[float]]] = {"dev_overall": {}, "dev_sst": {}}
-    for record in metrics.values():
-        dev = record.get("dev", {})
-        key, metric = ("dev_overall", "overall") if "overall" in dev else ("dev_sst", "sst")
-        if metric in dev:
-            by_row[key].setdefault(record["row"], []).append(dev[metric])
+    by_row: dict[str, dict[str, float]] = {"dev_overall": {}, "dev_sst": {}}
+    for row, by_seed in runs_by_row(metrics).items():
+        key, metric = ("dev_overall", "overall") if all("overall" in s for s in by_seed.values()) else ("dev_sst", "sst")
+        by_row[key][row] = spread(by_seed, metric)[0]
     summary = {"dev_ensemble": result["dev"]}
-    summary |= {key: {row: float(np.mean(values)) for row, values in rows.items()} for key, rows in by_row.items()}
+    summary |= by_row
     if "test" in result:
         summary["test_ensemble"] = result["test"]
     return summary

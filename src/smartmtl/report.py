@@ -19,6 +19,7 @@ from smartmtl.config import TASKS, Params, parse_params
 from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.outputs import load_model_metrics
+from smartmtl.variants import grid_row
 
 METRICS = ("sst", "qqp", "sts", "overall")
 COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
@@ -170,10 +171,10 @@ def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
         if key is None:  # Concat+SMART+Pretrain is the grid cell at the default dropout and lambda_s
             dropout, lambda_s = params.model.dropout, params.smart.lambda_s
             source = f"grid cell dropout={dropout:g}, lambda_s={lambda_s:g}"
-            runs = rows_by_key.get(("grid", round(dropout, 6), round(lambda_s, 6)), {})
+            runs = rows_by_key.get(grid_row(dropout, lambda_s), {})
         else:
             source = key
-            runs = rows_by_key.get(("table2", key), {}) if key in defined else {}
+            runs = rows_by_key.get(key, {}) if key in defined else {}
             if key not in defined:
                 notes.append(f"{paper['Model']}: variant '{key}' is in neither variants nor smart_variants; "
                              "row left empty.")
@@ -199,7 +200,7 @@ def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
     rows_by_key, rows, notes, missing = runs_by_row(metrics), [], [], []
     for lambda_s in sorted(params.sweep.lambda_s):
         for dropout in sorted(params.sweep.dropout):
-            runs = rows_by_key.get(("grid", round(dropout, 6), round(lambda_s, 6)), {})
+            runs = rows_by_key.get(grid_row(dropout, lambda_s), {})
             if not runs:
                 missing.append(f"(lambda_s={lambda_s:g}, dropout={dropout:g})")
             paper = next(
