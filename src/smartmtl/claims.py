@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from smartmtl.config import Params
 from smartmtl.variants import grid_row, sst_lambda_row
@@ -51,6 +50,8 @@ def paired_difference(better: dict[int, dict[str, float]], worse: dict[int, dict
     mean = float(differences.mean())
     if n == 1:
         return 1, mean, math.nan, math.nan
+    from scipy import stats  # here, not at the top: the ensemble stage imports this module for runs_by_row alone
+
     half = float(stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n))
     return n, mean, mean - half, mean + half
 
