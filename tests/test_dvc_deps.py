@@ -2,7 +2,11 @@
 through other modules): an unlisted module would leave `dvc repro` thinking the stage's
 outputs are current, a needless one would rerun it for nothing. DVC cannot append a shared
 list to a stage's deps, so the lists are written out per stage, by this file:
-`python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests fail while they differ."""
+`python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests fail while they differ.
+
+`make deps` also drops from dvc.lock the entries of stages dvc.yaml no longer defines (a
+renamed stage, a shrunk sweep): DVC keeps them (treeverse/dvc#5293), and it rereads and
+rewrites the whole lock file after every stage it runs."""
 
 from __future__ import annotations
 
@@ -103,9 +107,66 @@ def test_make_deps_writes_what_the_test_expects_and_changes_nothing_twice():
         assert sorted(d for d in deps if d.startswith("src/")) == module_deps(script), name
 
 
+_LOCK_ENTRY = re.compile(r"^  (\S+):$")
+
+
+def without_stale_entries(lock_text: str, defined: set[str]) -> str:
+    """dvc.lock's text without the entries of stages not in ``defined``; other lines are kept as
+    they are, so DVC's own formatting survives."""
+    kept, keep = [], True
+    for line in lock_text.splitlines(keepends=True):
+        if match := _LOCK_ENTRY.match(line.rstrip("\n")):
+            keep = match.group(1) in defined
+        elif not line.startswith("  "):  # a top-level key (schema, stages)
+            keep = True
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
+def defined_stages() -> set[str]:
+    """Every stage name dvc.yaml defines, matrix items expanded (finetune@baseline-0, ...)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {stage.addressing for stage in repo.index.stages if stage.relpath == "dvc.yaml"}
+
+
+LOCK_EXAMPLE = """schema: '2.0'
+stages:
+  prepare:
+    cmd: python stages/prepare.py
+    deps:
+    - path: data/raw
+  finetune@concat_smart-0:
+    cmd: python stages/finetune.py variant concat_smart --seed 0
+  finetune-smart@concat_smart-0:
+    cmd: python stages/finetune.py variant concat_smart --seed 0
+    outs:
+    - path: models/concat_smart-s0
+"""
+
+
+def test_stale_lock_entries_are_dropped_and_nothing_else():
+    defined = {"prepare", "finetune-smart@concat_smart-0"}
+    pruned = without_stale_entries(LOCK_EXAMPLE, defined)
+    expected = yaml.safe_load(LOCK_EXAMPLE)
+    del expected["stages"]["finetune@concat_smart-0"]
+    assert yaml.safe_load(pruned) == expected
+    assert without_stale_entries(pruned, defined) == pruned
+    assert without_stale_entries(LOCK_EXAMPLE, defined | {"finetune@concat_smart-0"}) == LOCK_EXAMPLE
+
+
 if __name__ == "__main__":  # make deps
     path = ROOT / "dvc.yaml"
     before = path.read_text()
     after = with_module_deps(before)
     path.write_text(after)
     print("dvc.yaml: module deps " + ("rewritten" if after != before else "already current"), file=sys.stderr)
+    lock = ROOT / "dvc.lock"
+    if lock.exists():
+        before = lock.read_text()
+        after = without_stale_entries(before, defined_stages())
+        lock.write_text(after)
+        print("dvc.lock: " + (f"entries of stages dvc.yaml no longer defines dropped ({len(before) - len(after):,} bytes)"
+                              if after != before else "no stale entries"), file=sys.stderr)
