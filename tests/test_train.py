@@ -164,7 +164,7 @@ def _snapshot(model) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(prepared_dir, features, tmp_path_factory):
-    """One uninterrupted 2-epoch run per case (with a resume dir, so its checkpoints are kept)."""
+    """One uninterrupted 2-epoch run per case (with a resume dir: its first epoch's checkpoint is kept)."""
     cache = {}
 
     def get(case):
@@ -232,7 +232,7 @@ def test_fingerprint_depends_on_spec_and_params(prepared_dir):
 def test_resume_dir_from_other_parameters_is_ignored(uninterrupted, features, prepared_dir, tmp_path, caplog):
     full_state, full_dir, _ = uninterrupted("smart_bregman")
     directory = tmp_path / "checkpoint"
-    shutil.copytree(full_dir, directory)  # a finished 2-epoch run, written with lr 1e-5
+    shutil.copytree(full_dir, directory)  # a 2-epoch run's checkpoint, written with lr 1e-5
     other = _resume_params(prepared_dir, lr=2e-5)
     epochs = []
     with caplog.at_level(logging.INFO, logger="smartmtl.train"):

@@ -297,7 +297,8 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
             log.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
                      ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
             on_epoch(epoch, step, history[-1])
-            if resume_dir:
+            # Not after the last epoch: the runner saves the model and removes the resume directory.
+            if resume_dir and epoch + 1 < len(plan):
                 save_resume(resume_dir, history, model, optimizer, teacher, run_id, surgery_rng)
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
