@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from smartmtl import smart
 from smartmtl.data import load_split
+from smartmtl.evaluate import task_metric
 from smartmtl.features import load_features
 from smartmtl.outputs import Layout
 from smartmtl.runner import run
@@ -277,6 +278,11 @@ def _check_run_outputs(layout, name, prepared, record, tasks=TASKS):
                 assert values.map(lambda v: float(v) != int(v)).any()  # real scores, not rounded
     metrics = json.loads(layout.metrics_file(name).read_text())
     assert metrics == json.loads(json.dumps(record))
+    for split in set(metrics) & {"dev", "test"}:  # the scores are those of the predictions written
+        for task in tasks:
+            written = pd.read_csv(layout.predictions_dir(name) / f"{task}-{split}.csv")
+            gold = load_split(prepared, task, split)["label"].to_numpy()
+            assert metrics[split][task] == pytest.approx(task_metric(task, written["prediction"].to_numpy(), gold))
     assert set(metrics["dev"]) == {*tasks, "overall"}
     # Numbers only (what `dvc metrics` and `dvc exp show` display); the spec lives in run.json.
     assert set(metrics) <= {"dev", "test", "train_seconds"}

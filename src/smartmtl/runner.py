@@ -23,7 +23,7 @@ import pandas as pd
 from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
-from smartmtl.evaluate import predict, scores, task_metric
+from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.io import atomic_path, write_json
@@ -38,17 +38,6 @@ log = logging.getLogger(__name__)
 def write_predictions(directory: Path, task: str, split: str, features: TaskFeatures, predictions) -> None:
     with atomic_path(directory / f"{task}-{split}.csv") as path:
         pd.DataFrame({"id": features.ids, "prediction": predictions}).to_csv(path, index=False)
-
-
-def score_split(model, split_features: dict[str, TaskFeatures], params: Params, device, autocast,
-                ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Each task's predictions on one split, and its scores where the split is labelled."""
-    predictions, task_scores = {}, {}
-    for task, task_features in split_features.items():
-        predictions[task], _ = predict(model, task_features, task, params.train.eval_batch_size, device, autocast)
-        if task_features.labels is not None:
-            task_scores[task] = task_metric(task, predictions[task], task_features.labels.numpy())
-    return predictions, scores(task_scores)
 
 
 def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
@@ -77,18 +66,18 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
         log_at(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
 
     # The last epoch is scored on the whole dev set once, for its curve point and for the result.
-    dev_predictions: dict[str, np.ndarray] = {}
+    scored: dict[str, tuple[dict[str, float], dict[str, np.ndarray]]] = {}
 
-    def score_dev(model) -> dict[str, float]:
-        predictions, dev_scores = score_split(model, features["dev"], params, device, autocast)
-        dev_predictions.update(predictions)
-        return dev_scores
+    def score(model, split: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        if split not in scored:
+            scored[split] = evaluate(model, features[split], params.train.eval_batch_size, device, autocast)
+        return scored[split]
 
     with distributed.process_group():  # left before scoring: rank 0 scores and saves alone
         model = train(spec, params, features["train"], features["dev"], init=init,
                       resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
                       on_steps=log_at if live else lambda *a: None,
-                      stop_after_epochs=stop_after_epochs, final_evaluation=score_dev)
+                      stop_after_epochs=stop_after_epochs, final_evaluation=lambda model: score(model, "dev")[0])
     train_seconds = time.perf_counter() - started
     if live:
         live.end()
@@ -98,12 +87,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     # Scores only: what the run is lives in its RunSpec, written beside the model.
     record: dict = {}
     for split in ("dev", "test"):
-        if split == "dev" and dev_predictions:
-            predictions = dev_predictions
-            split_scores = scores({task: task_metric(task, predictions[task], features["dev"][task].labels.numpy())
-                                   for task in tasks if features["dev"][task].labels is not None})
-        else:
-            predictions, split_scores = score_split(model, features[split], params, device, autocast)
+        split_scores, predictions = score(model, split)
         for task in tasks:
             write_predictions(layout.predictions_dir(spec.name), task, split, features[split][task], predictions[task])
         if split_scores:
