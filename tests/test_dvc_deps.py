@@ -157,6 +157,19 @@ def test_stale_lock_entries_are_dropped_and_nothing_else():
     assert without_stale_entries(LOCK_EXAMPLE, defined | {"finetune@concat_smart-0"}) == LOCK_EXAMPLE
 
 
+def test_defined_stages_are_dvc_yamls_stages_with_each_matrix_item_expanded():
+    from smartmtl.config import load_params
+    from smartmtl.variants import planned_runs
+
+    params = load_params(ROOT / "params.yaml")
+    defined = defined_stages()
+    expanded = {name for name in defined if "@" in name}
+    assert defined - expanded == {"prepare", "pretrain", "ensemble", "analyze", "report"}
+    assert {name.split("@")[0] for name in expanded} == {"finetune", "finetune-smart", "grid", "sst_lambda"}
+    assert len(expanded) == len(planned_runs(params))  # one stage per run the sweep plans
+    assert f"finetune@baseline-{params.sweep.seeds[0]}" in expanded
+
+
 if __name__ == "__main__":  # make deps
     path = ROOT / "dvc.yaml"
     before = path.read_text()
