@@ -43,17 +43,11 @@ repro: setup
 
 # The smoke preset end to end on a copy of this working tree in .smoke/, so that this
 # checkout's params.yaml and results stay as they are; its code runs, not the installed one.
-# Like the end-to-end test, the copy leaves out the committed results and their dvc.lock: no
-# smoke stage could reuse them, and DVC rereads and rewrites the whole lock file after every stage.
+# tests/smoke_project.py makes the copy, the same one the end-to-end test runs.
 smoke: setup
-	rm -rf .smoke && mkdir -p .smoke/data
-	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null \
-	  | tar -xf - -C .smoke
-	rm -rf .smoke/dvc.lock .smoke/metrics .smoke/plots
-	cp -r data/raw .smoke/data/raw
-	cd .smoke && git init -q && git add -A && git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke
+	$(BIN)/python tests/smoke_project.py .smoke
 	cd .smoke && export PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)/.smoke/src" \
-	  && smartmtl preset smoke >/dev/null && start=$$(date +%s) && dvc repro \
+	  && start=$$(date +%s) && dvc repro \
 	  && echo "smoke: dvc repro took $$(( $$(date +%s) - start )) s"
 	@echo "smoke results: .smoke/metrics/report.md, .smoke/metrics/summary.json"
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from smoke_project import make_smoke_project
 
-ROOT = Path(__file__).resolve().parents[1]
-RAW_DATA = ROOT / "data" / "raw"
 TRAINING_STAGES = {"pretrain", "finetune", "finetune-smart", "grid", "sst_lambda"}
-SKIP = shutil.ignore_patterns(".venv", ".git", "data", "models", "predictions", "checkpoints", "dvclive",
-                              "cache", "tmp", "__pycache__", ".pytest_cache", "*.egg-info", "dvc.lock", "metrics", "plots")
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +32,7 @@ def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    if not (RAW_DATA / "sst" / "ids-sst-train.csv").exists():
-        pytest.fail(f"the end-to-end test needs the real data at {RAW_DATA} (`make setup` links ../shared/data)")
-    project = tmp_path_factory.mktemp("pipeline") / "project"
-    shutil.copytree(ROOT, project, ignore=SKIP)
-    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # SKIP drops every "plots" folder
-    (project / "data").mkdir()
-    (project / "data" / "raw").symlink_to(RAW_DATA.resolve())
-    sh("git", "init", "-q", cwd=project)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init", cwd=project)
-    sh("smartmtl", "preset", "smoke", cwd=project)
+    project = make_smoke_project(tmp_path_factory.mktemp("pipeline") / "project")
     sh("dvc", "repro", cwd=project)
     return project
 
