@@ -1,13 +1,20 @@
-"""`smartmtl predict` refuses a model whose head for a task was never trained."""
+"""`smartmtl predict`: labels by the task table's rules, an ensemble by its combining rules, and
+a refusal for a model whose head for a task was never trained."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from conftest import tiny_params
 
 from smartmtl.predict import PredictError, predict_text
+from smartmtl.train import build_model, save_model
+from smartmtl.variants import table2_spec
 
 
 def fake_run(models: Path, name: str, schedule: str) -> None:
@@ -34,3 +41,30 @@ def test_the_qqp_pretraining_has_no_sentiment_head(models):
 def test_an_sst_only_run_cannot_compare_two_sentences(models):
     with pytest.raises(PredictError, match=r"sst-l1.0-s0 never trained its qqp, sts head; .*: concat-s0$"):
         predict_text("sst-l1.0-s0", ["a good film", "a fine film"], models_dir=models)
+
+
+def saved_run(models: Path, name: str, seed: int) -> None:
+    """An untrained concat model saved as the runner saves one (weights and run.json)."""
+    params = tiny_params()
+    spec = table2_spec(params, "concat", seed)
+    torch.manual_seed(seed)  # the heads' initial weights differ between members
+    folder = models / name
+    folder.mkdir(parents=True)
+    save_model(build_model(spec, params), folder / "model.safetensors")
+    (folder / "run.json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "params": params.model_dump(mode="json")}))
+
+
+def test_a_pair_gets_labels_by_the_task_rules_and_an_ensemble_combines_its_members(tmp_path):
+    for seed in (0, 1, 2):
+        saved_run(tmp_path, f"m{seed}", seed)
+    pair = ["A fine film.", "A good movie."]
+    members = [predict_text(f"m{seed}", pair, models_dir=tmp_path) for seed in (0, 1, 2)]
+    for member in members:
+        assert len(member.sentiment) == 2 and set(member.sentiment) <= set(range(5))
+        assert member.paraphrase == int(member.paraphrase_probability > 0.5)
+    ensemble_file = tmp_path / "ensemble.json"
+    ensemble_file.write_text(json.dumps({"members": ["m0", "m1", "m2"]}))
+    ensemble = predict_text("ensemble", pair, models_dir=tmp_path, ensemble_metrics=ensemble_file)
+    assert ensemble.similarity == pytest.approx(np.median([m.similarity for m in members]))
+    assert ensemble.paraphrase_probability == pytest.approx(np.median([m.paraphrase_probability for m in members]))
+    assert ensemble.paraphrase == int(sum(m.paraphrase for m in members) >= 2)  # the majority of three

@@ -48,7 +48,7 @@ def trained_tasks(model_dir: Path) -> set[str]:
     return set(tasks_of(read_json(model_dir / "run.json")["spec"]["schedule"]))
 
 
-def _predict_one(model_dir: Path, sentences: list[str]) -> tuple[list[int], float | None, float | None]:
+def _predict_one(model_dir: Path, sentences: list[str]) -> Prediction:
     run = read_json(model_dir / "run.json")
     params = parse_params(run["params"], str(model_dir / "run.json"))
     spec = saved_spec(run["spec"], params)
@@ -59,13 +59,13 @@ def _predict_one(model_dir: Path, sentences: list[str]) -> tuple[list[int], floa
         features = tokenize(single, "sst", spec.head, tokenizer, params.model.max_length)
         sentiment = TASKS["sst"].to_predictions(model("sst", features.batch(np.arange(len(sentences)))[0])).tolist()
         if len(sentences) == 1:
-            return sentiment, None, None
+            return Prediction(sentiment, None, None, None)
         pair = pd.DataFrame({"id": ["0"], "sentence1": [sentences[0]], "sentence2": [sentences[1]]})
-        outputs = []
-        for task in ("qqp", "sts"):
-            segments = tokenize(pair, task, spec.head, tokenizer, params.model.max_length).batch(np.arange(1))[0]
-            outputs.append(float(model(task, segments)[0]))
-    return sentiment, float(torch.sigmoid(torch.tensor(outputs[0]))), outputs[1]
+        qqp, sts = (model(task, tokenize(pair, task, spec.head, tokenizer, params.model.max_length).batch(np.arange(1))[0])
+                    for task in ("qqp", "sts"))
+    return Prediction(sentiment, paraphrase_probability=float(qqp.sigmoid()[0]),
+                      paraphrase=int(TASKS["qqp"].to_predictions(qqp)[0]),
+                      similarity=float(TASKS["sts"].to_predictions(sts)[0]))
 
 
 def predict_text(model: str, sentences: list[str], models_dir: Path = Path("models"),
@@ -90,10 +90,11 @@ def predict_text(model: str, sentences: list[str], models_dir: Path = Path("mode
             raise PredictError(f"model {name} never trained its {', '.join(sorted(untrained))} head; models that "
                                f"trained {', '.join(sorted(needed))}: {', '.join(able) or 'none'}")
     results = [_predict_one(models_dir / name, sentences) for name in members]
-    sentiment = combine("sst", np.array([r[0] for r in results])).tolist()
+    sentiment = combine("sst", np.array([r.sentiment for r in results])).tolist()
     if len(sentences) == 1:
         return Prediction(sentiment, None, None, None)
-    probabilities = np.array([[r[1]] for r in results])
-    paraphrase = int(combine("qqp", (probabilities > 0.5).astype(int))[0])
-    similarity = float(combine("sts", np.array([[r[2]] for r in results]))[0])
-    return Prediction(sentiment, float(np.median(probabilities)), paraphrase, similarity)
+    # Each member's labels by the task table's rule, combined by the ensemble's (as for the dev set).
+    return Prediction(sentiment,
+                      paraphrase_probability=float(np.median([r.paraphrase_probability for r in results])),
+                      paraphrase=int(combine("qqp", np.array([[r.paraphrase] for r in results]))[0]),
+                      similarity=float(combine("sts", np.array([[r.similarity] for r in results]))[0]))
