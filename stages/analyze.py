@@ -8,6 +8,10 @@ plots/training_curves.png with its data in plots/curves/, and metrics/analysis.j
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+
 from pathlib import Path
 
 import typer

@@ -9,6 +9,10 @@ metrics/summary.json. First moves the outputs of runs params.yaml no longer defi
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+
 from pathlib import Path
 
 import typer

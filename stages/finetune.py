@@ -8,6 +8,10 @@ resumes from its last finished epoch.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+
 from pathlib import Path
 
 import typer

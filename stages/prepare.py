@@ -7,6 +7,10 @@ Reads ``data.raw_dir``, writes ``data.prepared_dir/{task}-{split}.parquet``,
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+
 from pathlib import Path
 
 import typer

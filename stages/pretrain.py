@@ -6,6 +6,10 @@ Writes ``models/pretrain/`` (the checkpoint every ``+Pretrain`` model starts fro
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+
 from pathlib import Path
 
 import typer

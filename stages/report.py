@@ -7,6 +7,10 @@ metrics/tables/table{2,3,4}_*.{md,csv} and metrics/report.md.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+
 from pathlib import Path
 
 import typer
