@@ -3,7 +3,6 @@ a refusal for a model whose head for a task was never trained."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import torch
 from conftest import tiny_params
 
 from smartmtl.predict import PredictError, predict_text
-from smartmtl.train import build_model, save_model
+from smartmtl.runner import save_run
+from smartmtl.train import build_model
 from smartmtl.variants import table2_spec
 
 
@@ -48,10 +48,7 @@ def saved_run(models: Path, name: str, seed: int) -> None:
     params = tiny_params()
     spec = table2_spec(params, "concat", seed)
     torch.manual_seed(seed)  # the heads' initial weights differ between members
-    folder = models / name
-    folder.mkdir(parents=True)
-    save_model(build_model(spec, params), folder / "model.safetensors")
-    (folder / "run.json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "params": params.model_dump(mode="json")}))
+    save_run(build_model(spec, params), spec, params, models / name)
 
 
 def test_a_pair_gets_labels_by_the_task_rules_and_an_ensemble_combines_its_members(tmp_path):

@@ -40,6 +40,13 @@ def write_predictions(directory: Path, task: str, split: str, features: TaskFeat
         pd.DataFrame({"id": features.ids, "prediction": predictions}).to_csv(path, index=False)
 
 
+def save_run(model, spec: RunSpec, params: Params, directory: Path) -> None:
+    """The weights, and the spec and parameters that made them: what `smartmtl predict` rebuilds a model from."""
+    directory.mkdir()
+    save_model(model, directory / "model.safetensors")
+    write_json({"spec": asdict(spec), "params": params.model_dump(mode="json")}, directory / "run.json")
+
+
 def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
     """Train ``spec`` and write its outputs; return its metrics record."""
     tasks = tasks_of(spec.schedule)
@@ -95,9 +102,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     record["train_seconds"] = round(train_seconds, 1)
 
     with atomic_path(layout.model_dir(spec.name)) as directory:
-        directory.mkdir()
-        save_model(model.cpu(), directory / "model.safetensors")
-        write_json({"spec": asdict(spec), "params": params.model_dump(mode="json")}, directory / "run.json")
+        save_run(model.cpu(), spec, params, directory)
     write_json(record, layout.metrics_file(spec.name))
     shutil.rmtree(layout.resume_dir(spec.name), ignore_errors=True)
     log.info("%s: %s", spec.name, record.get("dev"))
