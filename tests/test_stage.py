@@ -21,6 +21,7 @@ from smartmtl.stage import stage_context
 found = {}
 for script in sys.argv[2:]:
     gc.enable()
+    gc.unfreeze()  # so that each script's count is its own freeze
     spec = importlib.util.spec_from_file_location("stage_script", script)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     found[script] = {"collecting after its imports": gc.isenabled()}
