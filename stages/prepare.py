@@ -27,7 +27,8 @@ def main(params: Path = PARAMS_OPTION) -> None:
     """Validate and clean the nine raw files, write the prepared splits, data metrics and Table 1."""
     with stage_context("prepare", params) as settings:
         data = settings.data
-        result = prepare(data.raw_dir, data.prepared_dir, data.train_limit, data.seed, eval_limit=data.eval_limit)
+        result = prepare(data.raw_dir, data.prepared_dir, data.train_limit, data.seed,
+                         dev_limit=data.dev_limit, test_limit=data.test_limit)
     io.write_json({"preset": settings.preset, **result.metrics()}, "metrics/data.json")
     io.write_table(result.table1(), "metrics/tables/table1_data",
                    title="Table 1: examples per task and split (ours vs. the paper)",

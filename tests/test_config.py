@@ -39,6 +39,12 @@ def test_unknown_key(section, key):
     assert message.startswith("params.yaml")
 
 
+def test_the_old_eval_limit_key_says_what_replaced_it():
+    message = _error(_with("data", eval_limit={"sst": 3}))
+    assert message.startswith("params.yaml") and "data" in message
+    assert "eval_limit was split into dev_limit and test_limit" in message
+
+
 def test_unknown_top_level_section():
     raw = copy.deepcopy(presets.render("paper"))
     raw["optimiser"] = {"lr": 1}

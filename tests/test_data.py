@@ -383,23 +383,32 @@ def test_subsampling_qqp_stratified_and_sts_random(raw, tmp_path):
     assert result[("sst", "train")].subsampled_from is None and result[("sst", "train")].rows == 9
 
 
-def test_eval_limit_subsamples_dev_and_test_only(tmp_path):
-    result = prepare(FIXTURES, tmp_path / "out", {}, 0, eval_limit={"sst": 2, "qqp": 2})
+def test_dev_and_test_limits_subsample_their_own_split_only(tmp_path):
+    full = prepare(FIXTURES, tmp_path / "full", {}, 0)
+    result = prepare(FIXTURES, tmp_path / "out", {}, 0, dev_limit={"sst": 2, "qqp": 2}, test_limit={"sst": 3})
     metrics = result.metrics()["tasks"]
-    assert (metrics["sst"]["dev"]["rows"], metrics["sst"]["test"]["rows"]) == (2, 2)
+    assert (metrics["sst"]["dev"]["rows"], metrics["sst"]["test"]["rows"]) == (2, 3)
     assert (metrics["sst"]["dev"]["subsampled_from"], metrics["sst"]["test"]["subsampled_from"]) == (4, 4)
-    assert metrics["sst"]["train"]["rows"] == 9 and metrics["sst"]["train"]["subsampled_from"] is None
+    assert (metrics["qqp"]["dev"]["rows"], metrics["qqp"]["test"]["subsampled_from"]) == (2, None)
     assert metrics["sts"]["test"]["rows"] == 3
-    # leakage is removed against the full dev and test sets
+    # leakage is removed against the full dev and test sets, so no limit changes a training row
     assert metrics["sst"]["train"]["leakage_removed"] == 2
+    for task in ("sst", "qqp", "sts"):
+        assert load_split(tmp_path / "out", task, "train").equals(load_split(tmp_path / "full", task, "train"))
+    # a test limit leaves dev as it is, and each limit is reported under its split's name
+    assert load_split(tmp_path / "out", "sts", "dev").equals(load_split(tmp_path / "full", "sts", "dev"))
+    assert result.metrics()["test_limit"] == {"sst": 3, "qqp": None, "sts": None}
+    assert full.metrics()["dev_limit"] == {"sst": None, "qqp": None, "sts": None}
 
 
 @pytest.mark.parametrize("limit", [{"sst": 0}, {"sst": 2.5}, {"mnli": 3}])
 def test_bad_train_limit(tmp_path, limit):
     with pytest.raises(DataError, match="train_limit"):
         prepare(FIXTURES, tmp_path / "out", limit, 0)
-    with pytest.raises(DataError, match="eval_limit"):
-        prepare(FIXTURES, tmp_path / "out", {}, 0, eval_limit=limit)
+    with pytest.raises(DataError, match="dev_limit"):
+        prepare(FIXTURES, tmp_path / "out", {}, 0, dev_limit=limit)
+    with pytest.raises(DataError, match="test_limit"):
+        prepare(FIXTURES, tmp_path / "out", {}, 0, test_limit=limit)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -459,7 +468,7 @@ def test_stage_writes_metrics_and_table(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(
         f"preset: laptop\ndata:\n  raw_dir: {FIXTURES}\n  prepared_dir: data/prepared\n  train_limit: {{sts: 4}}\n"
-        "  eval_limit: {sst: 3}\n"
+        "  dev_limit: {sst: 3}\n  test_limit: {qqp: 2}\n"
     )
     result = CliRunner().invoke(_stage().app, ["--params", "params.yaml"])
     assert result.exit_code == 0, result.output
@@ -467,7 +476,8 @@ def test_stage_writes_metrics_and_table(tmp_path, monkeypatch):
     assert metrics["preset"] == "laptop" and metrics["tasks"]["sts"]["train"]["rows"] == 4
     assert metrics["tasks"]["sst"]["dev"]["rows"] == 3
     table = Path("metrics/tables/table1_data.md").read_text()
-    assert "283,010" in table and "two halves" in table and "laptop" in table and "sts=4" in table and "eval_limit" in table
+    assert "283,010" in table and "two halves" in table and "laptop" in table and "sts=4" in table
+    assert "dev_limit: sst=3, qqp=all" in table and "test_limit: sst=all, qqp=2" in table
     assert pd.read_csv("metrics/tables/table1_data.csv")["Train (ours)"].tolist() == [9, 6, 4]
     assert len(list(Path("data/prepared").glob("*.parquet"))) == 9
 

@@ -126,7 +126,8 @@ def _declared(stage: dict, item: dict) -> tuple[list[str], list[str]]:
 def project(tmp_path, monkeypatch):
     """A tiny project: one row of each kind, one seed, real data cut to a few rows."""
     raw = presets.render("smoke")
-    raw["data"].update(raw_dir=str(RAW_DATA), train_limit=dict(TRAIN_ROWS), eval_limit={t: 3 for t in TRAIN_ROWS})
+    raw["data"].update(raw_dir=str(RAW_DATA), train_limit=dict(TRAIN_ROWS), dev_limit={t: 3 for t in TRAIN_ROWS},
+                       test_limit={t: 3 for t in TRAIN_ROWS})
     raw["model"].update(backbone=BACKBONE, max_length=24)
     # Two epochs each, so that what is read between epochs (train.epoch_eval_rows) is read.
     raw["train"].update(batch_size=4, eval_batch_size=8, precision="fp32", epochs=2, pretrain_epochs=2,

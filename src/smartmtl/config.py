@@ -49,11 +49,19 @@ class TaskEpochs(_Strict):
 class DataParams(_Strict):
     raw_dir: Path = Path("data/raw")
     prepared_dir: Path = Path("data/prepared")
-    # Rows kept per training set after cleaning (None = all); the laptop preset uses it.
+    # Rows kept per task of each split after cleaning (None = all): the reduced-scale presets
+    # subsample; the paper preset keeps everything.
     train_limit: PerTask = PerTask()
-    # Rows kept per dev and per test set (None = all): only the smoke preset sets it.
-    eval_limit: PerTask = PerTask()
+    dev_limit: PerTask = PerTask()
+    test_limit: PerTask = PerTask()
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, values):
+        if isinstance(values, dict) and "eval_limit" in values:
+            raise ValueError("eval_limit was split into dev_limit and test_limit (one per split): rename it")
+        return values
 
 
 class ModelParams(_Strict):

@@ -27,8 +27,9 @@ Policies (each one counted in :meth:`PrepareResult.metrics`, never applied silen
   that task's dev or test split is removed from train.
 * ``train_limit`` subsamples a training set after cleaning: seeded, stratified by label
   with proportional (largest-remainder) allocation for SST and QQP, plain random for STS
-  (and for unlabelled splits); kept rows stay in their original order. ``eval_limit``
-  does the same to dev and test (smoke runs only).
+  (and for unlabelled splits); kept rows stay in their original order. ``dev_limit`` and
+  ``test_limit`` do the same to dev and test (reduced-scale presets only: a subsampled test
+  split no longer has a prediction for every test id).
 
 Outputs are written into ``out_dir`` as one atomic directory replacement and are
 byte-for-byte identical for identical inputs and parameters.
@@ -160,8 +161,7 @@ class SplitResult:
 class PrepareResult:
     splits: dict[tuple[str, str], SplitResult]
     seed: int
-    train_limit: dict[str, int | None]
-    eval_limit: dict[str, int | None] = field(default_factory=dict)
+    limits: dict[str, dict[str, int | None]]  # split -> task -> rows kept (None: all)
     conflicts: dict[tuple[str, str], int] = field(default_factory=dict)
     dev_test_overlap: dict[str, int] = field(default_factory=dict)
 
@@ -209,8 +209,7 @@ class PrepareResult:
                 tasks[task][split] = entry
         return {
             "seed": self.seed,
-            "train_limit": {task: self.train_limit.get(task) for task in TASKS},
-            "eval_limit": {task: self.eval_limit.get(task) for task in TASKS},
+            **{f"{split}_limit": self.limits[split] for split in SPLITS},
             "tasks": tasks,
         }
 
@@ -282,18 +281,19 @@ def prepare(
     out_dir: str | Path,
     train_limit: Mapping[str, int | None] | None = None,
     seed: int = 0,
-    eval_limit: Mapping[str, int | None] | None = None,
+    dev_limit: Mapping[str, int | None] | None = None,
+    test_limit: Mapping[str, int | None] | None = None,
 ) -> PrepareResult:
     """Read, validate, clean and write all nine splits; see the module docstring for the rules.
 
     ``train_limit`` maps a task to the number of training rows to keep (None: all); any
-    object with ``.get(task)`` works (e.g. ``params.data.train_limit``). ``eval_limit``
-    does the same for dev and test (each), after leakage removal (smoke runs only: a
-    limited test split no longer has a prediction for every test id).
+    object with ``.get(task)`` works (e.g. ``params.data.train_limit``). ``dev_limit`` and
+    ``test_limit`` do the same for dev and test, after leakage has been removed against the
+    whole of both, so that they change no training row.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    limits = _limits(train_limit, "train_limit")
-    eval_limits = _limits(eval_limit, "eval_limit")
+    given = {"train": train_limit, "dev": dev_limit, "test": test_limit}
+    limits = {split: _limits(given[split], f"{split}_limit") for split in SPLITS}
     check_raw_files(raw_dir)
 
     splits: dict[tuple[str, str], SplitResult] = {}
@@ -301,7 +301,7 @@ def prepare(
         frame, report = read_raw(raw_dir, raw)
         splits[key] = SplitResult(raw.task, raw.split, report, frame)
 
-    result = PrepareResult(splits=splits, seed=seed, train_limit=limits, eval_limit=eval_limits)
+    result = PrepareResult(splits=splits, seed=seed, limits=limits)
     for task in TASKS:
         for split in SPLITS:
             s = splits[(task, split)]
@@ -319,7 +319,7 @@ def prepare(
         result.dev_test_overlap[task] = int(sum(k in dev_keys for k in _keys(splits[(task, "test")].frame, task)))
         for split in SPLITS:
             s = splits[(task, split)]
-            limit = limits[task] if split == "train" else eval_limits[task]
+            limit = limits[split][task]
             if limit is not None and limit < s.rows:
                 s.subsampled_from = s.rows
                 s.frame = subsample(s.frame, task, limit, seed)
@@ -607,12 +607,14 @@ def table1_notes(result: PrepareResult, preset: str) -> list[str]:
 
     notes = [
         "Ours: rows written after validation, removal of exact duplicates (train, dev) and of training "
-        "rows that also stand in dev or test, and subsampling (train_limit); without eval_limit every test row is kept.",
+        "rows that also stand in dev or test, and subsampling (train_limit); without test_limit every test row is kept.",
         f"QQP: the training set here is a {qqp:,}-pair subset (the union of the labelled QQP pairs that "
         "could be gathered) of the paper's 283,010 pairs, and QQP dev/test here are the two halves of the "
         "CS224N QQP dev file, so QQP figures are not comparable with the paper's.",
-        f"Preset: {preset}; train_limit: {show(result.train_limit)}; seed: {result.seed}.",
+        f"Preset: {preset}; train_limit: {show(result.limits['train'])}; seed: {result.seed}.",
     ]
-    if any(v is not None for v in result.eval_limit.values()):
-        notes.append(f"eval_limit: {show(result.eval_limit)} (dev and test subsampled: a smoke run, not comparable).")
+    for split, consequence in (("dev", "dev scores are not comparable with the paper's"),
+                               ("test", "the test predictions are a sample, not a submission")):
+        if any(v is not None for v in result.limits[split].values()):
+            notes.append(f"{split}_limit: {show(result.limits[split])} ({split} subsampled: {consequence}).")
     return notes
