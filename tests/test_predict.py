@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from smartmtl.predict import PredictError, predict_text
+from smartmtl.predict import PredictError, predict_text, saved_params
 from smartmtl.runner import save_run
 from smartmtl.train import build_model
 from smartmtl.variants import table2_spec
@@ -65,3 +65,12 @@ def test_a_pair_gets_labels_by_the_task_rules_and_an_ensemble_combines_its_membe
     assert ensemble.similarity == pytest.approx(np.median([m.similarity for m in members]))
     assert ensemble.paraphrase_probability == pytest.approx(np.median([m.paraphrase_probability for m in members]))
     assert ensemble.paraphrase == int(sum(m.paraphrase for m in members) >= 2)  # the majority of three
+
+
+def test_a_run_saved_before_the_dev_and_test_limits_were_split_still_loads():
+    raw = tiny_params().model_dump(mode="json")
+    old = {**raw, "data": {**{k: v for k, v in raw["data"].items() if k not in ("dev_limit", "test_limit")},
+                           "eval_limit": {"sst": 5, "qqp": None, "sts": 7}}}
+    params = saved_params(old, "run.json")
+    assert params.data.dev_limit.model_dump() == params.data.test_limit.model_dump() == {"sst": 5, "qqp": None, "sts": 7}
+    assert saved_params(raw, "run.json") == tiny_params()  # a run saved today reads back unchanged

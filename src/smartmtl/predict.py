@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from smartmtl.backbone import load_tokenizer
-from smartmtl.config import parse_params
+from smartmtl.config import Params, parse_params
 from smartmtl.ensemble import combine
 from smartmtl.errors import UserError
 from smartmtl.features import tokenize
@@ -48,9 +48,21 @@ def trained_tasks(model_dir: Path) -> set[str]:
     return set(tasks_of(read_json(model_dir / "run.json")["spec"]["schedule"]))
 
 
+def saved_params(raw: dict, source: str) -> Params:
+    """The parameters a run.json saved. Unlike params.yaml, which a person edits and is told
+    to rename an old key, a run's record is read as it was written: runs saved before
+    data.eval_limit was split into dev_limit and test_limit get it under both names."""
+    data = raw.get("data", {})
+    if "eval_limit" in data:
+        limit = data["eval_limit"]
+        raw = {**raw, "data": {**{k: v for k, v in data.items() if k != "eval_limit"},
+                               "dev_limit": limit, "test_limit": limit}}
+    return parse_params(raw, source)
+
+
 def _predict_one(model_dir: Path, sentences: list[str]) -> Prediction:
     run = read_json(model_dir / "run.json")
-    params = parse_params(run["params"], str(model_dir / "run.json"))
+    params = saved_params(run["params"], str(model_dir / "run.json"))
     spec = saved_spec(run["spec"], params)
     model = build_model(spec, params, model_dir / "model.safetensors").eval()
     tokenizer = load_tokenizer(params.model.backbone)
