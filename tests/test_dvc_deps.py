@@ -1,5 +1,5 @@
 """dvc.yaml must list, for every stage, exactly the modules its script imports (directly or
-through other modules): an unlisted module would leave `dvc repro` thinking the stage's
+through other modules), and the package folders those modules read: an unlisted module would leave `dvc repro` thinking the stage's
 outputs are current, a needless one would rerun it for nothing. DVC cannot append a shared
 list to a stage's deps, so the lists are written out per stage, by this file:
 `python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests fail while they differ.
@@ -20,6 +20,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "smartmtl"
+# The package's folders of files read at run time, by the module that reads them: a stage
+# importing that module depends on the folder as much as on its code (the report stage prints
+# the paper preset's settings from presets/paper.yaml).
+PACKAGE_DATA = {"presets": "src/smartmtl/presets"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -68,11 +72,22 @@ def test_the_import_walk_sees_through_modules():
 
 
 def module_deps(script: str) -> list[str]:
-    return sorted(f"src/smartmtl/{module}.py" for module in module_closure(ROOT / script))
+    """The modules a script imports, and the package folders they read."""
+    closure = module_closure(ROOT / script)
+    return sorted([f"src/smartmtl/{module}.py" for module in closure]
+                  + [PACKAGE_DATA[module] for module in closure if module in PACKAGE_DATA])
+
+
+def test_every_folder_of_the_package_is_claimed_by_the_module_that_reads_it():
+    folders = {f"src/smartmtl/{path.name}" for path in PACKAGE.iterdir()
+               if path.is_dir() and path.name != "__pycache__"}
+    assert folders == set(PACKAGE_DATA.values())
+    for module, folder in PACKAGE_DATA.items():
+        assert Path(folder).name in (PACKAGE / f"{module}.py").read_text(), f"{module}.py does not read {folder}"
 
 
 _STAGE = re.compile(r"^  (\w+):$")
-_MODULE = re.compile(r"^      - src/smartmtl/\w+\.py$")
+_MODULE = re.compile(r"^      - src/smartmtl/\w+(\.py)?$")
 
 
 def with_module_deps(text: str) -> str:
