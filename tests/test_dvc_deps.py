@@ -1,8 +1,9 @@
 """dvc.yaml must list, for every stage, exactly the modules its script imports (directly or
-through other modules), and the package folders those modules read: an unlisted module would leave `dvc repro` thinking the stage's
-outputs are current, a needless one would rerun it for nothing. DVC cannot append a shared
-list to a stage's deps, so the lists are written out per stage, by this file:
-`python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests fail while they differ.
+through other modules), and the package folders those modules read: an unlisted module would
+leave `dvc repro` thinking the stage's outputs are current, a needless one would rerun it for
+nothing. DVC cannot append a shared list to a stage's deps, so the lists are written out per
+stage, by this file: `python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests
+fail while they differ.
 
 `make deps` also drops from dvc.lock the entries of stages dvc.yaml no longer defines (a
 renamed stage, a shrunk sweep): DVC keeps them (treeverse/dvc#5293), and it rereads and
