@@ -64,20 +64,19 @@ def test_output_shapes(head, models, tokenizer):
             assert TASKS[task].to_predictions(output).shape == (3,)
 
 
-def test_cosine_sts_is_rescaled_cosine_in_0_5(models, tokenizer):
+def test_cosine_sts_is_the_cosine_read_as_a_0_5_score(models, tokenizer):
     model = models["cosine"]
     segments, _ = _features("sts", "cosine", tokenizer).batch(np.arange(3))
     with torch.no_grad():
-        scores = model("sts", segments)
+        output = model("sts", segments)
         # Identical sentences: cosine 1, the top of the scale.
         same = model("sts", [segments[0], segments[0]])
-    assert ((scores >= 0) & (scores <= STS_MAX)).all()
-    assert torch.allclose(same, torch.full_like(same, STS_MAX), atol=1e-4)
-    # The regression is the cosine of the mean-pooled embeddings mapped from [-1, 1] to [0, 5].
     with torch.no_grad():
         u, v = (model._encode(s, "mean") for s in segments)
-    expected = (F.cosine_similarity(u, v, dim=-1) + 1) * STS_MAX / 2
-    assert torch.allclose(scores, expected, atol=1e-5)
+    assert torch.allclose(output, F.cosine_similarity(u, v, dim=-1), atol=1e-5)
+    scores = TASKS["sts"].to_predictions(output)
+    assert ((scores >= 0) & (scores <= STS_MAX)).all()
+    assert torch.allclose(TASKS["sts"].to_predictions(same), torch.full_like(same, STS_MAX), atol=1e-4)
     assert "sts" not in model.heads  # no parameters of its own
 
 
@@ -196,9 +195,10 @@ def test_qqp_loss_is_bce_with_logits():
     assert torch.equal(got, F.binary_cross_entropy_with_logits(logits, y))
 
 
-def test_sts_loss_is_mse():
-    scores = torch.tensor([4.0, 1.0, 2.5])
+def test_sts_loss_is_mse_on_the_range_mapped_onto_minus_one_one():
+    outputs = torch.tensor([0.6, -1.0, 0.0])  # the scores 4, 0 and 2.5
     gold = torch.tensor([5.0, 0.0, 2.5])
-    got = task_loss("sts", scores, gold)
-    assert got.item() == pytest.approx((1 + 1 + 0) / 3)
-    assert torch.equal(got, F.mse_loss(scores, gold))
+    got = task_loss("sts", outputs, gold)
+    # Misses of 1, 0 and 0 points on the 0-5 scale are 0.4, 0 and 0 on [-1, 1].
+    assert got.item() == pytest.approx(0.4 ** 2 / 3)
+    assert torch.allclose(got, F.mse_loss(TASKS["sts"].to_predictions(outputs), gold) / 2.5 ** 2)

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from smartmtl import config
 from smartmtl.ensemble import write_predictions
 from smartmtl.tasks import TASKS, Task
 
@@ -30,7 +29,7 @@ def _labels(task: Task) -> torch.Tensor:
 
 def test_the_table_lists_the_configured_tasks_in_their_order():
     # Loops over TASKS fix the order of files, tables and the models' heads.
-    assert tuple(TASKS) == config.TASKS
+    assert tuple(TASKS) == ("sst", "qqp", "sts")
     assert all(task.name == name for name, task in TASKS.items())
 
 
@@ -70,8 +69,9 @@ def test_prediction_rules():
     assert TASKS["sst"].to_predictions(torch.tensor([[0.1, 2.0, 0.3, 0.0, -1.0], [3.0, 0, 0, 0, 0]])).tolist() == [1, 0]
     # QQP: a positive logit is a duplicate; exactly 0 (probability one half) is not.
     assert TASKS["qqp"].to_predictions(torch.tensor([1.5, -0.5, 0.0])).tolist() == [1, 0, 0]
-    scores = TASKS["sts"].to_predictions(torch.tensor([4.25, 0.5]).bfloat16())
-    assert scores.dtype == torch.float32 and scores.tolist() == [4.25, 0.5]
+    # STS: the head's [-1, 1] output read on the labels' 0-5 range.
+    scores = TASKS["sts"].to_predictions(torch.tensor([-1.0, 0.0, 0.75]).bfloat16())
+    assert scores.dtype == torch.float32 and scores.tolist() == [0.0, 2.5, 4.375]
 
 
 def test_losses_are_the_papers():
@@ -80,7 +80,8 @@ def test_losses_are_the_papers():
     logit, duplicate = torch.tensor([0.7, -1.2]), torch.tensor([1, 0])
     assert torch.equal(TASKS["qqp"].loss(logit, duplicate),
                        torch.nn.functional.binary_cross_entropy_with_logits(logit, duplicate.float()))
-    assert TASKS["sts"].loss(torch.tensor([4.0, 1.0]), torch.tensor([5.0, 1.0])).item() == pytest.approx(0.5)
+    # STS: labels 5 and 1 are 1.0 and -0.6 on [-1, 1]; outputs 0.6 and -0.6 miss by 0.4 and 0.
+    assert TASKS["sts"].loss(torch.tensor([0.6, -0.6]), torch.tensor([5.0, 1.0])).item() == pytest.approx(0.08)
 
 
 def test_metrics_and_combinations_by_kind():

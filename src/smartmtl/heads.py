@@ -4,10 +4,11 @@ Pair tasks (QQP, STS) use one of three designs:
 - ``separate``: each sentence encoded alone, the two [CLS] vectors concatenated into a
   linear layer (the paper's baseline);
 - ``cosine``: Sentence-BERT; mean-pooled sentence embeddings u, v; classification from
-  [u, v, |u - v|], regression from cos(u, v) rescaled from [-1, 1] to the 0-5 scale;
+  [u, v, |u - v|], regression from cos(u, v);
 - ``concat``: a cross-encoder, ``[CLS] s1 [SEP] s2 [SEP]`` as one sequence, [CLS] into a
   linear layer.
 SST always reads [CLS] (or the mean of the tokens, ``model.pooling``) into 5 outputs.
+A score (STS) is output on [-1, 1]; the task table maps it onto the labels' 0-5 range.
 
 SMART perturbs the input of the encoder through a forward hook on one of its modules
 (:meth:`MultitaskModel.perturbation_site`), so the forward itself knows nothing of it.
@@ -64,7 +65,7 @@ class MultitaskModel(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def forward(self, task: str, segments: list[Segment]) -> Tensor:
-        """SST: logits [B, 5]; QQP: one logit [B]; STS: a score [B] on the 0-5 scale."""
+        """SST: logits [B, 5]; QQP: one logit [B]; STS: a score [B] on [-1, 1]."""
         spec = TASKS[task]
         if not spec.is_pair:
             return self.heads[task](self.dropout(self._encode(segments[0], self.pooling)))
@@ -73,8 +74,7 @@ class MultitaskModel(nn.Module):
         else:
             pooling = "mean" if self.head == "cosine" else self.pooling
             u, v = (self._encode(s, pooling) for s in segments)
-            if self._scored_by_cosine(spec):  # from [-1, 1] onto the score's range
-                low, high = spec.score_range
-                return low + (F.cosine_similarity(u.float(), v.float(), dim=-1) + 1) * ((high - low) / 2)
+            if self._scored_by_cosine(spec):
+                return F.cosine_similarity(u.float(), v.float(), dim=-1)
             features = torch.cat([u, v, (u - v).abs()] if self.head == "cosine" else [u, v], dim=-1)
         return self.heads[task](self.dropout(features)).squeeze(-1)

@@ -7,13 +7,14 @@ The functions below are the building blocks the records choose from; they work o
 task whose output is of their kind (logits over classes, one logit, or one score).
 
 torch is imported only inside the functions that need it: the stages that read this table
-without touching a tensor (prepare, ensemble, analyze) would otherwise pay ~2.4 s to import it.
+without touching a tensor (prepare, ensemble, analyze) would otherwise pay seconds to import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,10 +41,26 @@ def binary_cross_entropy(logit: Tensor, labels: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logit.float(), labels.float())
 
 
-def mean_squared_error(score: Tensor, labels: Tensor) -> Tensor:
+# A score head is trained on its range mapped onto [-1, 1]: on STS's 0-5 scale the squared
+# error of a freshly initialised head (output near 0) is the labels' mean square, an order of
+# magnitude above the other tasks' losses, and it swamped them in the summed, clipped gradient.
+# On [-1, 1] it starts below them, the cosine head's similarity is such a score as it is, and
+# SMART's squared-error divergence is on the same scale as a class head's.
+def to_unit(scores, score_range: tuple[float, float]):
+    low, high = score_range
+    return (scores - (low + high) / 2) / ((high - low) / 2)
+
+
+def from_unit(unit, score_range: tuple[float, float]):
+    low, high = score_range
+    return (low + high) / 2 + unit * ((high - low) / 2)
+
+
+def unit_squared_error(unit_score: Tensor, labels: Tensor, score_range: tuple[float, float]) -> Tensor:
+    """Mean squared error between a head's [-1, 1] output and the labels mapped onto [-1, 1]."""
     import torch.nn.functional as F
 
-    return F.mse_loss(score.float(), labels.float())
+    return F.mse_loss(unit_score.float(), to_unit(labels.float(), score_range))
 
 
 # ---------------------------------------------------------------------------- divergences
@@ -91,8 +108,9 @@ def positive_logit(logit: Tensor) -> Tensor:
     return (logit > 0).long()
 
 
-def score(output: Tensor) -> Tensor:
-    return output.float()
+def score_in_range(unit_score: Tensor, score_range: tuple[float, float]) -> Tensor:
+    """A head's [-1, 1] output as a score on the labels' range."""
+    return from_unit(unit_score.float(), score_range)
 
 
 # -------------------------------------------------------------------------------- metrics
@@ -103,7 +121,7 @@ def accuracy(predictions: np.ndarray, gold: np.ndarray) -> float:
 def pearson(predictions: np.ndarray, gold: np.ndarray) -> float:
     if np.std(predictions) == 0:  # Pearson is undefined for a constant prediction
         return 0.0
-    # numpy rather than scipy.stats: importing scipy.stats costs every training stage ~1.2 s.
+    # numpy rather than scipy.stats: importing scipy.stats costs every training stage a second.
     return float(np.corrcoef(predictions.astype(np.float64), gold.astype(np.float64))[0, 1])
 
 
@@ -183,17 +201,18 @@ QQP = Task(
     outputs=1, loss=binary_cross_entropy, divergence=symmetric_bernoulli_kl, to_predictions=positive_logit,
     metric=accuracy, combine=vote,
 )
+STS_RANGE = (0.0, 5.0)
 STS = Task(
     name="sts", title="Semantic Textual Similarity", dataset="STS", text_columns=("sentence1", "sentence2"),
-    classes=None, score_range=(0.0, 5.0),
-    outputs=1, loss=mean_squared_error, divergence=squared_error, to_predictions=score,
-    metric=pearson, combine=median,
+    classes=None, score_range=STS_RANGE, outputs=1,
+    loss=partial(unit_squared_error, score_range=STS_RANGE), divergence=squared_error,
+    to_predictions=partial(score_in_range, score_range=STS_RANGE), metric=pearson, combine=median,
 )
 
-# In config.TASKS's order, which fixes the order of every per-task loop, file and table.
+# This order fixes the order of every per-task loop, file and table.
 TASKS: dict[str, Task] = {task.name: task for task in (SST, QQP, STS)}
 
 
 def task_loss(task: str, output: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy (SST), binary cross-entropy on one logit (QQP), MSE on 0-5 (STS)."""
+    """Cross-entropy (SST), binary cross-entropy on one logit (QQP), MSE on [-1, 1] (STS)."""
     return TASKS[task].loss(output, labels)
