@@ -57,3 +57,18 @@ def test_unreachable_hub_id_names_the_bundled_alternative(monkeypatch):
     assert repr(name) in message
     for bundled in BUNDLED:
         assert bundled in message
+
+
+def test_dropout_zero_means_no_dropout_anywhere_in_the_encoder():
+    import torch
+
+    from smartmtl.backbone import DROPOUT_KEYS, load_encoder
+
+    encoder = load_encoder("all-MiniLM-L6-v2", 0.0).train()
+    assert [getattr(encoder.config, key) for key in DROPOUT_KEYS if hasattr(encoder.config, key)] == [0.0, 0.0]
+    ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]])
+    # In training mode two forwards agree exactly: no dropout draws a mask, attention's included.
+    first, second = (encoder(input_ids=ids).last_hidden_state for _ in range(2))
+    assert torch.equal(first, second)
+    noisy = load_encoder("all-MiniLM-L6-v2", 0.2)
+    assert noisy.config.hidden_dropout_prob == noisy.config.attention_probs_dropout_prob == 0.2

@@ -61,10 +61,14 @@ def load_tokenizer(name: str):
     return _load(AutoTokenizer, name)
 
 
+# Every dropout probability a BERT-style (first two) or DistilBERT-style (last two) config has.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
 def load_encoder(name: str, dropout: float):
-    """The encoder with the paper's "BERT dropout" on every fully connected layer."""
+    """The encoder with the paper's "BERT dropout" everywhere: fully connected layers and attention."""
     config = _load(AutoConfig, name)
-    for key in ("hidden_dropout_prob", "dropout"):  # BERT-style and DistilBERT-style names
+    for key in DROPOUT_KEYS:
         if hasattr(config, key):
             setattr(config, key, dropout)
     # float32 master weights whatever the checkpoint's dtype (transformers 5 loads "auto");
