@@ -38,43 +38,73 @@ def spread(by_seed: dict[int, dict[str, float]], metric: str) -> tuple[float, fl
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, len(values)
 
 
-def paired_difference(better: dict[int, dict[str, float]], worse: dict[int, dict[str, float]],
-                      metric: str) -> tuple[int, float, float, float]:
-    """n, mean and 95 % t-interval of better - worse over the seeds both rows ran."""
+def _paired(better: dict[int, dict[str, float]], worse: dict[int, dict[str, float]], metric: str) -> np.ndarray:
+    """better - worse, seed by seed, over the seeds both rows ran."""
     seeds = sorted(seed for seed in set(better) & set(worse)
                    if better[seed].get(metric) is not None and worse[seed].get(metric) is not None)
-    differences = np.array([better[seed][metric] - worse[seed][metric] for seed in seeds])
-    n = len(differences)
-    if n == 0:
-        return 0, math.nan, math.nan, math.nan
-    mean = float(differences.mean())
-    if n == 1:
-        return 1, mean, math.nan, math.nan
-    from scipy import stats  # here, not at the top: the ensemble stage imports this module for runs_by_row alone
+    return np.array([better[seed][metric] - worse[seed][metric] for seed in seeds])
 
-    half = float(stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n))
-    return n, mean, mean - half, mean + half
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of two rows on one metric: n seeds, the mean difference, its 95 %
+    t-interval, the paired t-test's two-sided p, the equivalence test's p (paired TOST against
+    +-delta) and the smallest difference the test could have detected at the stated power."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+    p_difference: float
+    p_equivalence: float
+    detectable: float
+
+
+def compare(differences: np.ndarray, delta: float, alpha: float, power: float) -> Comparison:
+    # scipy and statsmodels are imported here: the ensemble stage imports this module for
+    # runs_by_row alone and should not pay for them.
+    from scipy import stats
+    from statsmodels.stats.power import TTestPower
+    from statsmodels.stats.weightstats import ttost_paired
+
+    n = len(differences)
+    mean = float(differences.mean()) if n else math.nan
+    sd = float(differences.std(ddof=1)) if n > 1 else math.nan
+    if n < 2 or sd < 1e-12:  # no spread to test against (rounding aside): intervals and tests are undefined
+        return Comparison(n, mean, mean if n > 1 else math.nan, mean if n > 1 else math.nan, math.nan, math.nan,
+                          math.nan)
+    test = stats.ttest_1samp(differences, 0.0)
+    low, high = test.confidence_interval(1 - alpha)
+    p_equivalence = float(ttost_paired(differences, np.zeros(n), -delta, delta)[0])
+    effect = TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided")
+    return Comparison(n, mean, float(low), float(high), float(test.pvalue), p_equivalence, float(effect) * sd)
 
 
 @dataclass(frozen=True)
 class Claim:
+    key: str  # its name in params.yaml's claims.primary
     text: str
     better: str  # the row the paper says scores higher (or the same, with expect "same")
     worse: str
     expect: str = "higher"  # "higher", or "same" for a claim of no effect
     metrics: tuple[str, ...] = METRICS
+    caveat: str = ""
 
 
-def verdict(expect: str, n: int, low: float, high: float) -> str:
-    if n < 2:
+def verdict(claim: Claim, comparison: Comparison, p_difference: float, p_equivalence: float, alpha: float,
+            delta: float) -> str:
+    """The verdict on a claim's primary metric, from its Holm-adjusted p-values."""
+    if comparison.n < 2:
         return "not resolved (fewer than 2 seeds)"
-    if expect == "same":
-        return "holds (no difference resolved)" if low <= 0 <= high else "differs"
-    if low > 0:
-        return "holds"
-    if high < 0:
-        return "reversed"
-    return "not resolved at this scale"
+    if math.isnan(comparison.p_difference):
+        return "not resolved (no spread over seeds: nothing to test against)"
+    if claim.expect == "same":
+        if p_equivalence < alpha:
+            return f"equivalent within +-{delta:g}"
+        return "differs" if p_difference < alpha else "not resolved"
+    if p_difference < alpha:
+        return "holds" if comparison.mean > 0 else "reversed"
+    return "not resolved"
 
 
 def paper_claims(params: Params) -> list[Claim]:
@@ -82,33 +112,69 @@ def paper_claims(params: Params) -> list[Claim]:
     cell = grid_row(params.model.dropout, params.smart.lambda_s)
     low, high = min(params.sweep.sst_lambda_s), max(params.sweep.sst_lambda_s)
     return [
-        Claim("SMART helps in sequential training (Concat+SMART vs Concat)", "concat_smart", "concat"),
-        Claim("SMART helps in simultaneous training (Concat+SMART* vs Concat*, a control the paper lacks)",
+        Claim("smart_sequential", "SMART helps in sequential training (Concat+SMART vs Concat)",
+              "concat_smart", "concat"),
+        Claim("smart_simultaneous",
+              "SMART helps in simultaneous training (Concat+SMART* vs Concat*, a control the paper lacks)",
               "concat_smart_star", "concat_star"),
-        Claim("Simultaneous beats sequential training (Concat+SMART* vs Concat+SMART)",
+        Claim("simultaneous", "Simultaneous beats sequential training (Concat+SMART* vs Concat+SMART)",
               "concat_smart_star", "concat_smart"),
-        Claim("QQP pretraining helps (Concat+SMART+Pretrain vs Concat+SMART*)", cell, "concat_smart_star"),
-        Claim("Gradient surgery changes nothing (+Surgery vs Concat+SMART+Pretrain)",
+        Claim("pretrain", "QQP pretraining helps (Concat+SMART+Pretrain vs Concat+SMART*)", cell, "concat_smart_star",
+              caveat="one pretraining run, whose QQP steps the other row lacks"),
+        Claim("surgery", "Gradient surgery changes nothing (+Surgery vs Concat+SMART+Pretrain)",
               "concat_smart_surgery_pretrain", cell, expect="same"),
-        Claim(f"lambda_s {high:g} beats {low:g} on SST (Figure 3: SST trained alone)",
+        Claim("sst_lambda", f"lambda_s {high:g} beats {low:g} on SST (Figure 3: SST trained alone)",
               sst_lambda_row(high), sst_lambda_row(low), metrics=("sst",)),
     ]
 
 
+COLUMNS = ["Claim", "Metric", "Primary", "n", "Difference", "95% low", "95% high", "Smallest detectable",
+           "p difference (Holm)", "p equivalence (Holm)", "Verdict"]
+
+
 def table5(params: Params, metrics: dict[str, dict], ensemble: dict | None = None) -> pd.DataFrame:
-    """One row per claim and metric: n, mean paired difference, its 95 % interval, the verdict."""
+    """One row per claim and metric. Each claim's primary metric (params.yaml's claims.primary)
+    gets a verdict from Holm-adjusted p-values over every primary test (a claim of no effect
+    contributes two: its equivalence and its difference); other metrics are shown without one."""
+    from statsmodels.stats.multitest import multipletests
+
+    settings = params.claims
+    claims = paper_claims(params)
+    if missing := sorted({claim.key for claim in claims} - set(settings.primary)):
+        raise ValueError(f"claims.primary names no metric for claim(s) {missing}: name each claim's primary "
+                         f"metric in params.yaml ({', '.join(METRICS)})")
     rows = runs_by_row(metrics)
+    compared = [(claim, metric, compare(_paired(rows.get(claim.better, {}), rows.get(claim.worse, {}), metric),
+                                        settings.equivalence_delta, settings.alpha, settings.power))
+                for claim in claims for metric in claim.metrics]
+    # The Holm family: each primary test that has a p-value.
+    family = []
+    for index, (claim, metric, comparison) in enumerate(compared):
+        if metric == settings.primary[claim.key]:
+            family.append((index, "difference", comparison.p_difference))
+            if claim.expect == "same":
+                family.append((index, "equivalence", comparison.p_equivalence))
+    tested = [(index, kind, p) for index, kind, p in family if not math.isnan(p)]
+    adjusted = dict.fromkeys(((index, kind) for index, kind, _ in family), math.nan)
+    if tested:
+        holm = multipletests([p for _, _, p in tested], alpha=settings.alpha, method="holm")[1]
+        adjusted.update({(index, kind): float(p) for (index, kind, _), p in zip(tested, holm, strict=True)})
+
     table = []
-    for claim in paper_claims(params):
-        for metric in claim.metrics:
-            n, mean, low, high = paired_difference(rows.get(claim.better, {}), rows.get(claim.worse, {}), metric)
-            table.append({"Claim": claim.text, "Metric": metric, "n": n, "Difference": mean,
-                          "95% low": low, "95% high": high, "Verdict": verdict(claim.expect, n, low, high)})
+    for index, (claim, metric, comparison) in enumerate(compared):
+        primary = metric == settings.primary[claim.key]
+        p_difference = adjusted.get((index, "difference"), math.nan)
+        p_equivalence = adjusted.get((index, "equivalence"), math.nan)
+        text = f"{claim.text} ({claim.caveat})" if claim.caveat else claim.text
+        table.append({"Claim": text, "Metric": metric, "Primary": "yes" if primary else "", "n": comparison.n,
+                      "Difference": comparison.mean, "95% low": comparison.low, "95% high": comparison.high,
+                      "Smallest detectable": comparison.detectable, "p difference (Holm)": p_difference,
+                      "p equivalence (Holm)": p_equivalence,
+                      "Verdict": verdict(claim, comparison, p_difference, p_equivalence, settings.alpha,
+                                         settings.equivalence_delta) if primary else ""})
     if ensemble and ensemble.get("dev") and ensemble.get("members_dev"):
         best = max(ensemble["members_dev"].values(), key=lambda scores: scores.get("overall", -math.inf))
         for metric in METRICS:
-            difference = ensemble["dev"][metric] - best[metric]
-            table.append({"Claim": "The ensemble beats its best member (dev; one ensemble, no interval)",
-                          "Metric": metric, "n": 1, "Difference": difference, "95% low": math.nan,
-                          "95% high": math.nan, "Verdict": "higher" if difference > 0 else "not higher"})
-    return pd.DataFrame(table, columns=["Claim", "Metric", "n", "Difference", "95% low", "95% high", "Verdict"])
+            table.append({"Claim": "The ensemble beats its best member (dev; one ensemble, no test)",
+                          "Metric": metric, "Primary": "", "n": 1, "Difference": ensemble["dev"][metric] - best[metric]})
+    return pd.DataFrame(table, columns=COLUMNS)

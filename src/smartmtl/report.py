@@ -15,10 +15,11 @@ import pandas as pd
 
 from smartmtl import presets
 from smartmtl.claims import runs_by_row, spread, table5
-from smartmtl.config import TASKS, Params, parse_params
+from smartmtl.config import Params, parse_params
 from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.outputs import load_model_metrics
+from smartmtl.tasks import TASKS
 from smartmtl.variants import grid_row
 
 METRICS = ("sst", "qqp", "sts", "overall")
@@ -222,13 +223,22 @@ def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
     return frame, notes
 
 
-def table5_notes() -> list[str]:
+def table5_notes(params: Params) -> list[str]:
+    settings = params.claims
     return [
         "Each claim compares two rows run by run with the same seed (same data order, same initial heads): "
-        "Difference is the mean of (first row - second row) over the n seeds both ran; the interval is a 95 % "
-        "t-interval (scipy.stats.t).",
-        "Verdict: holds (interval above 0, the paper's sign), reversed (below 0), not resolved at this scale "
-        "(the interval contains 0). For the surgery claim, holds means no difference was resolved.",
+        "Difference is the mean of (first row - second row) over the n seeds both ran, with its "
+        f"{1 - settings.alpha:.0%} t-interval.",
+        "Each claim has one primary metric, named in params.yaml (claims.primary) before the runs; only it gets a "
+        "verdict. p-values are paired t-tests (difference from 0) and, for the claim of no effect, a paired TOST "
+        f"(equivalence within +-{settings.equivalence_delta:g}), adjusted by Holm's method over all primary tests "
+        f"(family-wise error {settings.alpha:g}; statsmodels).",
+        "Verdicts: holds (the difference is resolved, with the paper's sign), reversed (resolved, against it), "
+        f"equivalent within +-{settings.equivalence_delta:g} (the no-effect claim, shown), differs (its opposite), "
+        "not resolved (neither: the seeds cannot tell).",
+        f"Smallest detectable: the difference a paired t-test on these n seeds finds with power {settings.power:g} "
+        f"at level {settings.alpha:g}, given the observed spread (statsmodels TTestPower): a claim whose "
+        "difference is below it cannot be resolved at this scale.",
         "Dev scores: members, presets and the SMART radius were chosen on dev, so these are not test results.",
     ]
 
@@ -246,14 +256,16 @@ def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
               zip(shown["Claim"], shown["Metric"], strict=True)]
     y = np.arange(len(shown))
     for row, (_, claim) in zip(y, shown.iterrows(), strict=True):
-        colour = {"holds": "tab:green", "reversed": "tab:red"}.get(claim["Verdict"], "tab:gray")
+        colour = {"holds": "tab:green", "reversed": "tab:red", "differs": "tab:red"}.get(
+            claim["Verdict"], "tab:blue" if str(claim["Verdict"]).startswith("equivalent") else "tab:gray")
         if not math.isnan(claim["95% low"]):
             axis.plot([claim["95% low"], claim["95% high"]], [row, row], color=colour, linewidth=2)
         axis.plot([claim["Difference"]], [row], "o", color=colour)
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set_yticks(y, labels, fontsize=8)
     axis.set_xlabel("paired difference on dev (first row - second row), 95 % interval over seeds")
-    axis.set_title("Table 5: the paper's claims\n(green: holds; red: reversed; grey: not resolved or no interval)",
+    axis.set_title("Table 5: the paper's claims\n(green: holds; blue: equivalent; red: reversed or differs; "
+                   "grey: not resolved or no verdict)",
                    fontsize=10)
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
@@ -360,7 +372,7 @@ def build_report(
     frame4, notes4 = table4(ensemble)
     write_table(frame4, tables_dir / TABLE4, "Table 4: ensemble dev/test scores (ours vs paper)", [*notes4, *common])
     frame5 = table5(params, metrics, ensemble)
-    write_table(frame5, tables_dir / TABLE5, "Table 5: the paper's claims, tested seed by seed", table5_notes())
+    write_table(frame5, tables_dir / TABLE5, "Table 5: the paper's claims, tested seed by seed", table5_notes(params))
     plot_claims(frame5, plots_dir / FOREST_PNG)
 
     lines = [
