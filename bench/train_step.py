@@ -75,7 +75,7 @@ def run_phase(phase: str, args) -> dict:
     from smartmtl.data import load_split
     from smartmtl.features import bucketed_batches, tokenize
     from smartmtl.hardware import autocast_for, pick_device, resolve_precision
-    from smartmtl.train import StepTerms, build_model, step_gradients
+    from smartmtl.train import StepTerms, build_model, smart_settings, step_gradients
     from smartmtl.variants import grid_spec
 
     params = load_params(args.params)
@@ -103,8 +103,11 @@ def run_phase(phase: str, args) -> dict:
     torch.manual_seed(0)
     model = build_model(spec, params).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    teacher = smart.EmaTeacher(model, smart.teacher_beta(params.smart.teacher_horizon, 2 * len(batches))) \
-        if spec.smart and params.smart.mu > 0 else None
+    settings = smart_settings(spec, params)
+    sp = params.smart
+    teacher = smart.EmaTeacher(model, smart.teacher_beta(sp.teacher_horizon, 2 * len(batches), sp.teacher_beta_min)) \
+        if settings is not None and settings.mu > 0 else None
+    surgery = params.surgery.reduction if spec.surgery else None
     autocast = autocast_for(device, precision)
     if args.compile != "off":  # the layer stack only: SMART's hook on the embeddings stays eager
         for each in [model] + ([teacher.model] if teacher is not None else []):
@@ -113,7 +116,7 @@ def run_phase(phase: str, args) -> dict:
 
     def step(batch) -> int:
         optimizer.zero_grad(set_to_none=True)
-        step_gradients(model, teacher, batch, features, spec, params, StepTerms(), device, autocast, surgery_rng)
+        step_gradients(model, teacher, batch, features, settings, surgery, StepTerms(), device, autocast, surgery_rng)
         optimizer.step()
         if teacher is not None:
             teacher.update(model)

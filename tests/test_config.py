@@ -99,7 +99,7 @@ def test_unknown_head_or_schedule_lists_allowed_values(field, value, allowed):
     ("train", "precision", "fp16", ["bf16", "fp32"]),
     ("model", "pooling", "max", ["cls", "mean"]),
     ("smart", "norm", "l1", ["inf", "l2"]),
-    ("train", "decay", "cosine", ["constant", "linear"]),
+    ("train", "decay", "stepwise", ["constant", "linear", "cosine"]),
 ])
 def test_other_literals_list_allowed_values(section, key, value, allowed):
     message = _error(_with(section, **{key: value}))

@@ -178,3 +178,12 @@ def test_surgery_backward_on_two_head_model():
     surgery_backward([backward_of("a"), backward_of("b")], shared, reduction="mean",
                      generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(flatten_grads(shared), expected / 2)
+
+
+def test_pairwise_cosines_say_which_task_gradients_conflict():
+    from smartmtl.pcgrad import pairwise_cosines
+
+    grads = [torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0]), torch.tensor([0.0, 2.0]), torch.zeros(2)]
+    cosines = pairwise_cosines(grads)
+    # Pairs in order (0,1), (0,2), (0,3), (1,2), (1,3), (2,3); a zero gradient agrees with nothing.
+    assert cosines.tolist() == pytest.approx([-1.0, 0.0, 0.0, 0.0, 0.0, 0.0])

@@ -6,9 +6,16 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from smartmtl.features import bucketed_batches
-from smartmtl.schedules import build_plan, learning_rate, sequential_plan, simultaneous_plan, tasks_of
+from smartmtl.schedules import (
+    build_plan,
+    learning_rate_schedule,
+    sequential_plan,
+    simultaneous_plan,
+    tasks_of,
+)
 
 BATCH = 4
 
@@ -185,21 +192,39 @@ def test_bucketed_batches_have_less_padding_than_random():
     assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)
 
 
+def _rates(total: int, warmup: float, decay: str, encoder_lr=1e-4, head_lr=2e-3) -> list[tuple[float, float]]:
+    """Each optimizer step's (encoder, head) learning rate under the run's schedule."""
+    encoder, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW([{"params": encoder.parameters(), "lr": encoder_lr},
+                                   {"params": head.parameters(), "lr": head_lr}])
+    schedule = learning_rate_schedule(optimizer, total, warmup, decay)
+    rates = []
+    for _ in range(total):
+        rates.append(tuple(group["lr"] for group in optimizer.param_groups))
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+@pytest.mark.parametrize("decay", ["constant", "linear", "cosine"])
+def test_the_heads_keep_their_own_learning_rate_through_the_schedule(decay):
+    rates = _rates(100, warmup=0.1, decay=decay)
+    assert rates[10] == pytest.approx((1e-4, 2e-3))  # the warm-up ends at each group's peak
+    assert all(head == pytest.approx(20 * encoder) for encoder, head in rates)
+
+
 def test_learning_rate_warms_up_then_holds_or_falls_to_zero():
-    total, peak = 100, 1e-4
-    constant = [learning_rate(s, total, peak, warmup=0.1, decay="constant") for s in range(total)]
-    linear = [learning_rate(s, total, peak, warmup=0.1, decay="linear") for s in range(total)]
+    constant = [encoder for encoder, _ in _rates(100, warmup=0.1, decay="constant")]
+    linear = [encoder for encoder, _ in _rates(100, warmup=0.1, decay="linear")]
     for rates in (constant, linear):
-        assert rates[0] == pytest.approx(peak / 10)  # first of ten warm-up steps
-        assert rates[9] == pytest.approx(peak)       # the warm-up ends at the peak
-        assert all(a < b for a, b in zip(rates[:10], rates[1:10], strict=False))
-    assert constant[10:] == [peak] * 90
-    assert linear[10] == pytest.approx(peak)
+        assert all(a < b for a, b in zip(rates[:10], rates[1:11], strict=False))  # a rise over ten steps
+    assert constant[10:] == [pytest.approx(1e-4)] * 90
     assert all(a > b for a, b in zip(linear[10:], linear[11:], strict=False))
-    assert linear[-1] == pytest.approx(peak / 90)  # one step before zero: no step is wasted at lr 0
+    assert linear[-1] == pytest.approx(1e-4 / 90)  # one step before zero
 
 
 def test_learning_rate_without_warmup_starts_at_the_peak():
-    assert learning_rate(0, 50, 2e-5, warmup=0.0, decay="constant") == 2e-5
-    assert learning_rate(0, 50, 2e-5, warmup=0.0, decay="linear") == 2e-5
-    assert learning_rate(25, 50, 2e-5, warmup=0.0, decay="linear") == pytest.approx(1e-5)
+    assert _rates(50, warmup=0.0, decay="constant")[0][0] == pytest.approx(1e-4)
+    assert _rates(50, warmup=0.0, decay="linear")[25][0] == pytest.approx(5e-5)
+    with pytest.raises(ValueError, match="unknown decay"):
+        _rates(50, warmup=0.0, decay="stepwise")

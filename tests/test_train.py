@@ -21,7 +21,7 @@ from smartmtl.features import load_features
 from smartmtl.outputs import Layout
 from smartmtl.runner import run
 from smartmtl.tasks import task_loss
-from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
+from smartmtl.train import StepTerms, build_model, fingerprint, smart_settings, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
@@ -56,7 +56,7 @@ def _objective(model, teacher, task, features, run_spec, params, seed=0):
     segments, labels = _batch(features, task)
     terms = StepTerms()
     torch.manual_seed(seed)
-    return task_objective(model, teacher, task, segments, labels, run_spec, params, terms), terms
+    return task_objective(model, teacher, task, segments, labels, smart_settings(run_spec, params), terms), terms
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -114,7 +114,8 @@ def test_diagnostics_show_the_term_above_its_floor_and_change_nothing(task, feat
         segments, labels = _batch(features, task)
         terms = StepTerms()
         torch.manual_seed(7)
-        loss = task_objective(student, teacher, task, segments, labels, SPEC, params, terms, diagnose)
+        loss = task_objective(student, teacher, task, segments, labels, smart_settings(SPEC, params), terms,
+                              diagnose)
         loss.backward()
         after = torch.rand(1)
         results.append((loss.detach(), student.heads[task].weight.grad.clone(), after, terms.means()))
@@ -140,6 +141,41 @@ def test_bregman_is_zero_when_teacher_equals_student(task, model, features, prep
     means = terms.means()
     assert means[f"bregman_{task}"] > 1e-6
     assert moved.item() == pytest.approx(means[f"loss_{task}"] + means[f"bregman_{task}"], rel=1e-6)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bregman_is_zero_against_an_equal_teacher_with_dropout_on(task, features, prepared_dir):
+    # In training, both sides draw the same dropout masks: the term measures the teacher's
+    # distance alone, so an equal teacher is at distance zero, whatever the dropout.
+    params = tiny_params(prepared_dir, smart={"mu": 1.0})
+    torch.manual_seed(0)
+    student = build_model(spec(dropout=0.3), params).train()
+    teacher = smart.EmaTeacher(student, 0.99)
+    _, terms = _objective(student, teacher, task, features, spec(lambda_s=1.0, dropout=0.3), params)
+    assert terms.sums[f"bregman_{task}"].item() == pytest.approx(0.0, abs=1e-7)
+    assert terms.sums[f"smart_{task}"] > 0
+
+
+def test_surgery_logs_how_often_the_task_gradients_conflicted(prepared_dir, tmp_path):
+    params = tiny_params(prepared_dir)
+    run_spec = table2_spec(params, "concat_smart_surgery_pretrain", 0)
+    run_spec = dataclasses.replace(run_spec, pretrained=False)
+    record = run(run_spec, params, Layout(tmp_path))
+    assert 0.0 <= record["surgery"]["conflict_share"] <= 1.0
+    assert -1.0 <= record["surgery"]["mean_cosine"] <= 1.0
+    assert "surgery" not in run(table2_spec(params, "concat_smart_star", 0), params, Layout(tmp_path))
+
+
+def test_the_heads_train_at_their_own_learning_rate(features, prepared_dir):
+    # An encoder step of 1e-9 leaves the encoder where it started, the heads' step of 1e-2 moves them.
+    params = tiny_params(prepared_dir, train={"lr": 1e-9, "head_lr": 1e-2, "warmup": 0.0})
+    run_spec = spec(smart=False, epochs=1)
+    torch.manual_seed(0)
+    start = build_model(run_spec, params).state_dict()
+    trained = train(run_spec, params, features["train"], features["dev"]).state_dict()
+    encoder_change = max(float((trained[k] - start[k]).abs().max()) for k in start if k.startswith("encoder."))
+    head_change = max(float((trained[k] - start[k]).abs().max()) for k in start if k.startswith("heads."))
+    assert encoder_change < 1e-6 < 1e-3 < head_change
 
 
 # ------------------------------------------------------------------------------- resume
@@ -242,7 +278,7 @@ def test_resume_dir_from_other_parameters_is_ignored(uninterrupted, features, pr
     assert "written with other parameters" in caplog.text
     # Trained from scratch: one fresh epoch, whose checkpoint replaced the foreign one.
     assert epochs == [0]
-    state = torch.load(directory / "state.pt", weights_only=False)
+    state = torch.load(directory / "state.pt", weights_only=True)  # tensors and plain values only
     assert state["run_id"] == fingerprint(RESUME_CASES["smart_bregman"], other)
     assert len(state["history"]) == 1
     assert not _states_equal(_snapshot(model), full_state)
@@ -255,14 +291,16 @@ def _read_predictions(path):
     return lines[0], pd.read_csv(path)
 
 
-def _check_run_outputs(layout, name, prepared, record, tasks=TASKS):
+def _check_run_outputs(layout, name, prepared, record, tasks=TASKS, splits=("dev", "test")):
     model_dir = layout.model_dir(name)
     weights = load_file(model_dir / "model.safetensors")
     assert any(key.startswith("encoder.") for key in weights) and "heads.sst.weight" in weights
     run_info = json.loads((model_dir / "run.json").read_text())
     assert run_info["spec"]["name"] == name and "train" in run_info["params"]
     for task in tasks:
-        for split in ("dev", "test"):
+        assert {path.name for path in layout.predictions_dir(name).glob(f"{task}-*.csv")} == \
+            {f"{task}-{split}.csv" for split in splits}
+        for split in splits:
             header, frame = _read_predictions(layout.predictions_dir(name) / f"{task}-{split}.csv")
             assert header == "id,prediction"
             assert list(frame.columns) == ["id", "prediction"]
@@ -285,7 +323,7 @@ def _check_run_outputs(layout, name, prepared, record, tasks=TASKS):
             assert metrics[split][task] == pytest.approx(task_metric(task, written["prediction"].to_numpy(), gold))
     assert set(metrics["dev"]) == {*tasks, "overall"}
     # Numbers only (what `dvc metrics` and `dvc exp show` display); the spec lives in run.json.
-    assert set(metrics) <= {"dev", "test", "train_seconds"}
+    assert set(metrics) <= {"dev", "test", "surgery", "train_seconds"}
     assert all(isinstance(v, float) for split in ("dev", "test") for v in metrics.get(split, {}).values())
     assert not layout.resume_dir(name).exists()  # deleted once the model is complete
     return metrics
@@ -296,8 +334,9 @@ def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
     run_spec = table2_spec(params, "concat_smart_star", 0)
     layout = Layout(tmp_path)
     record = run(run_spec, params, layout)
-    metrics = _check_run_outputs(layout, run_spec.name, prepared_dir, record)
-    assert "test" not in metrics  # the test split is unlabelled
+    # No test predictions: only the grid's runs, the ensemble's candidates, may be submitted.
+    metrics = _check_run_outputs(layout, run_spec.name, prepared_dir, record, splits=("dev",))
+    assert "test" not in metrics
     assert 0 <= metrics["dev"]["sst"] <= 1 and -1 <= metrics["dev"]["sts"] <= 1
     # The last epoch's curve point is the whole dev set's score, computed once for both.
     logged = json.loads((layout.live_dir(run_spec.name) / "metrics.json").read_text())
@@ -314,7 +353,8 @@ def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
 
 def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):
     params = tiny_params(labelled_prepared_dir)
-    run_spec = table2_spec(params, "cos_sim", 0)
+    # A grid run predicts test; the cosine head, with no STS layer, trains fast and needs no pretraining.
+    run_spec = dataclasses.replace(table2_spec(params, "cos_sim", 0), kind="grid")
     layout = Layout(tmp_path)
     record = run(run_spec, params, layout)
     metrics = _check_run_outputs(layout, run_spec.name, labelled_prepared_dir, record)

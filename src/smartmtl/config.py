@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from smartmtl.errors import UserError
 
-TASKS = ("sst", "qqp", "sts")
 SPLITS = ("train", "dev", "test")
 
 Head = Literal["separate", "cosine", "concat"]
@@ -67,6 +66,7 @@ class DataParams(_Strict):
 class ModelParams(_Strict):
     # A short name of a bundled model, a local directory, or a Hugging Face Hub id.
     backbone: str = "all-MiniLM-L6-v2"
+    # Every dropout of the model: the encoder's hidden and attention dropout, and the heads'.
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     max_length: int = Field(128, ge=8, le=512)
     # How SST and the separate/concat heads read a sequence: [CLS] (the paper) or token mean.
@@ -75,6 +75,9 @@ class ModelParams(_Strict):
 
 class TrainParams(_Strict):
     lr: float = Field(1e-5, gt=0)
+    # The freshly initialised task heads' learning rate (None: ``lr``). A short run gives a
+    # head few steps to move from its random start at the encoder's small step.
+    head_lr: float | None = Field(None, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -92,8 +95,9 @@ class TrainParams(_Strict):
     pretrain_epochs: int = Field(1, ge=1)
     # Optimizer steps in which the learning rate rises linearly from 0 (fraction of all).
     warmup: float = Field(0.0, ge=0, lt=1)
-    # After the warm-up: "constant" (the paper names no schedule) or "linear" decay to 0.
-    decay: Literal["constant", "linear"] = "constant"
+    # After the warm-up: "constant" (the paper names no schedule), or a "linear" or "cosine"
+    # decay to 0 (transformers' schedulers, smartmtl.schedules).
+    decay: Literal["constant", "linear", "cosine"] = "constant"
     # "auto": bf16 where the hardware computes in it, else fp32 (smartmtl.hardware).
     precision: Precision = "auto"
     # The QQP pretraining's seed; every fine-tuning run takes its own from sweep.seeds.
@@ -104,7 +108,7 @@ class TrainParams(_Strict):
 
 
 class SmartParams(_Strict):
-    """SMART (smartmtl.smart). Perturbation sizes are fractions of each token's norm at the site."""
+    """SMART (smartmtl.smart): the adversarial term's weight and perturbation, the Bregman teacher."""
 
     lambda_s: float = Field(1.0, ge=0)
     # Weight of the Bregman proximal term; 0 trains without the teacher.
@@ -112,19 +116,26 @@ class SmartParams(_Strict):
     # What is perturbed: the word embeddings (Algorithm 1's input) or the embedding layer's
     # output after its LayerNorm (the MT-DNN reference code).
     site: Literal["word_embeddings", "embedding_output"] = "word_embeddings"
-    # "project": Algorithm 1 (normalised gradient step, projection onto the ball);
-    # "normalize": the reference code (raw gradient step, rescaled onto the sphere).
+    # "project": Algorithm 1 (a step along the per-token normalised gradient, then projection
+    # onto the epsilon-ball); "normalize": a raw gradient step rescaled onto the sphere of
+    # radius epsilon. The reference codes in these terms (docs/smart.md): MT-DNN's is project
+    # with absolute eta = epsilon = 1e-3; smart-pytorch's is normalize with absolute epsilon 1.
     update: Literal["project", "normalize"] = "project"
     norm: Literal["inf", "l2"] = "inf"
-    # epsilon chosen on dev (Table 3's cell, 3 seeds, README: SMART): 0.02 scored 0.718, no
-    # SMART 0.716, 0.03 0.711, 0.05 0.691, 0.1 0.667. At 0.02 the adversarial gradient is
-    # 0.7-3 % of the task gradient at lambda_s 1 (smartmtl smart-check).
+    # What sigma, epsilon and eta are measured in: "token", fractions of each token's norm at
+    # the site (so one setting means the same at either site), or "absolute" (the reference
+    # code's units). The values are chosen on dev by the protocol in docs/smart.md.
+    scale: Literal["token", "absolute"] = "token"
     sigma: float = Field(1e-2, ge=0)
     epsilon: float = Field(2e-2, ge=0)
     eta: float = Field(2e-2, ge=0)
     steps: int = Field(1, ge=0)
-    # The teacher's time constant as a fraction of the run's optimizer steps.
+    # The teacher's time constant as a fraction of the run's optimizer steps, and the least
+    # momentum it may have: a short run's time constant of a few steps would make the teacher
+    # the student of a step ago, and the term a measure of nothing. The SMART paper used 0.99
+    # (then 0.999); at 0.99 a 50-step run's teacher closes 40 % of its gap to the student.
     teacher_horizon: float = Field(0.1, gt=0, le=1)
+    teacher_beta_min: float = Field(0.99, ge=0, lt=1)
 
 
 class SurgeryParams(_Strict):
@@ -140,8 +151,6 @@ class Variant(_Strict):
     schedule: Schedule
     surgery: bool = False
     pretrained: bool = False
-    lambda_s: float | None = Field(None, ge=0)
-    dropout: float | None = Field(None, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -195,6 +204,26 @@ class SweepParams(_Strict):
         return self
 
 
+Metric = Literal["sst", "qqp", "sts", "overall"]
+
+
+class ClaimsParams(_Strict):
+    """Table 5: how the paper's claims are tested over seeds (smartmtl.claims)."""
+
+    # Each claim's one primary metric, named before the runs; the others are shown without
+    # a verdict. Keys are the claims of smartmtl.claims.paper_claims.
+    primary: dict[str, Metric] = {
+        "smart_sequential": "sst", "smart_simultaneous": "overall", "simultaneous": "overall",
+        "pretrain": "overall", "surgery": "overall", "sst_lambda": "sst",
+    }
+    # The family-wise error rate over the primary tests (Holm's correction).
+    alpha: float = Field(0.05, gt=0, lt=1)
+    # A claim of no effect holds when the difference's 90 % interval lies within +-delta.
+    equivalence_delta: float = Field(0.01, gt=0)
+    # The power at which the smallest detectable difference is computed.
+    power: float = Field(0.8, gt=0, lt=1)
+
+
 class EnsembleParams(_Strict):
     # "auto": the `size` best grid models by dev overall; or a list of model names.
     members: Literal["auto"] | list[str] = "auto"
@@ -214,6 +243,7 @@ class Params(_Strict):
     variants: dict[str, Variant] = {}
     smart_variants: dict[str, Variant] = {}
     ensemble: EnsembleParams = EnsembleParams()
+    claims: ClaimsParams = ClaimsParams()
 
     def table2_rows(self) -> dict[str, tuple[Variant, bool]]:
         """Table 2's rows by name: each row's variant, and whether it trains with SMART."""

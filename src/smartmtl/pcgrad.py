@@ -106,13 +106,22 @@ def assign_flat_grad(params: Iterable[nn.Parameter], flat: Tensor) -> None:
         offset += p.numel()
 
 
+def pairwise_cosines(grads: Sequence[Tensor]) -> Tensor:
+    """The cosine of every pair of task gradients (i < j): where one is negative, surgery
+    projects. A zero gradient has cosine 0 with every other."""
+    flat = torch.stack([g.reshape(-1).float() for g in grads])
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    first, second = torch.triu_indices(len(grads), len(grads), offset=1)
+    return (unit[first] * unit[second]).sum(dim=1)
+
+
 def surgery_backward(
     task_backwards: Iterable[Callable[[], None]],
     shared_params: Sequence[nn.Parameter],
     reduction: Literal["sum", "mean"] = "sum",
     generator: torch.Generator | None = None,
     average: Callable[[Tensor], Tensor] = lambda flat: flat,
-) -> None:
+) -> Tensor:
     """Run each task's backward in turn and give the shared parameters PCGrad's gradient.
 
     ``task_backwards`` are callables, one per task, each computing its loss and calling
@@ -131,3 +140,4 @@ def surgery_backward(
         backward()
         task_grads.append(average(flatten_grads(shared_params)))
     assign_flat_grad(shared_params, project_conflicting(task_grads, generator=generator, reduction=reduction))
+    return pairwise_cosines(task_grads)

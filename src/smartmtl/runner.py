@@ -2,7 +2,8 @@
 
 For a model ``<name>`` (see :mod:`smartmtl.variants`) it writes
 - ``models/<name>/model.safetensors`` and ``models/<name>/run.json`` (the spec and parameters that made it);
-- ``predictions/<name>/<task>-<split>.csv`` (``id,prediction``) for dev and test;
+- ``predictions/<name>/<task>-<split>.csv`` (``id,prediction``) for dev, and for test where the
+  run may be submitted (:func:`predicts_test`);
 - ``metrics/finetune/<name>.json`` (dev scores, test scores where test labels exist, training seconds);
 - ``dvclive/<name>/`` (per-epoch curves).
 Resume checkpoints live in ``checkpoints/<name>/`` (outside DVC's outputs, which DVC clears
@@ -47,6 +48,12 @@ def save_run(model, spec: RunSpec, params: Params, directory: Path) -> None:
     write_json({"spec": asdict(spec), "params": params.model_dump(mode="json")}, directory / "run.json")
 
 
+def predicts_test(spec: RunSpec) -> bool:
+    """Only what may be submitted predicts the test split: the grid's runs, among which the
+    ensemble picks its members. Every other run is judged on dev alone."""
+    return spec.kind == "grid"
+
+
 def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
     """Train ``spec`` and write its outputs; return its metrics record."""
     tasks = tasks_of(spec.schedule)
@@ -69,8 +76,14 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
         for key, value in metrics.items():
             live.log_metric(key, value)
 
+    # How often surgery's task gradients conflicted, per epoch (runs with surgery log it).
+    surgery_epochs: list[dict[str, float]] = []
+
     def log_epoch(epoch: int, step: int, metrics: dict[str, float]) -> None:
         log_at(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
+        if "train/surgery_conflict" in metrics:
+            surgery_epochs.append({"conflict_share": metrics["train/surgery_conflict"],
+                                   "mean_cosine": metrics["train/surgery_cosine"]})
 
     # The last epoch is scored on the whole dev set once, for its curve point and for the result.
     scored: dict[str, tuple[dict[str, float], dict[str, np.ndarray]]] = {}
@@ -93,12 +106,15 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
 
     # Scores only: what the run is lives in its RunSpec, written beside the model.
     record: dict = {}
-    for split in ("dev", "test"):
+    for split in ("dev", "test") if predicts_test(spec) else ("dev",):
         split_scores, predictions = score(model, split)
         for task in tasks:
             write_predictions(layout.predictions_dir(spec.name), task, split, features[split][task], predictions[task])
         if split_scores:
             record[split] = split_scores
+    if surgery_epochs:  # epochs of one run are equally long: the run's share is their mean
+        record["surgery"] = {key: float(np.mean([epoch[key] for epoch in surgery_epochs]))
+                             for key in surgery_epochs[0]}
     record["train_seconds"] = round(train_seconds, 1)
 
     with atomic_path(layout.model_dir(spec.name)) as directory:

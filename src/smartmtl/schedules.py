@@ -75,15 +75,20 @@ def build_plan(schedule: str, lengths: dict[str, np.ndarray], batch_size: int, s
     raise ValueError(f"unknown schedule {schedule!r}; schedules are sequential, simultaneous, pretrain, sst_only")
 
 
-def learning_rate(step: int, total_steps: int, peak: float, warmup: float, decay: str) -> float:
-    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``: a linear rise
-    over the first ``warmup`` fraction of the steps, then ``peak`` or a linear fall to 0."""
-    warmup_steps = int(warmup * total_steps)
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    if decay == "linear":
-        return peak * (total_steps - step) / (total_steps - warmup_steps)
-    return peak
+# train.decay -> the name of transformers' scheduler that rises over the warm-up, then does that.
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def learning_rate_schedule(optimizer, total_steps: int, warmup: float, decay: str):
+    """transformers' scheduler for a run of ``total_steps`` optimizer steps: a linear rise over
+    the first ``warmup`` fraction, then constant or a decay to 0. It scales every parameter
+    group's own learning rate, so the heads keep their ratio to the encoder throughout."""
+    from transformers import get_scheduler
+
+    if decay not in SCHEDULERS:
+        raise ValueError(f"unknown decay {decay!r}; decays are {', '.join(SCHEDULERS)}")
+    return get_scheduler(SCHEDULERS[decay], optimizer, num_warmup_steps=int(warmup * total_steps),
+                         num_training_steps=total_steps)
 
 
 def tasks_of(schedule: str) -> tuple[str, ...]:

@@ -4,34 +4,33 @@ Bregman proximal point teacher.
 The adversarial term (paper eq. 4) is ``l_s(f(x + delta), f(x))`` with ``delta`` the
 perturbation within a ball around the input that most changes the output, and ``l_s`` the
 task's divergence (:mod:`smartmtl.tasks`: symmetric KL for classes, squared error for
-scores). Four choices make it a regulariser rather than a number (each measured on the
-bundled MiniLM; figures in the README's SMART section and from ``smartmtl smart-check``):
+scores). The choices that make it a regulariser rather than a number (docs/smart.md):
 
 * **Where** ``delta`` is added: a forward hook on a *site* module adds it to that module's
   output: the word embeddings (Algorithm 1's input) or the embedding layer's output after
   its LayerNorm (what the MT-DNN reference code perturbs). The model runs unchanged.
-* **How big**: ``sigma``, ``epsilon`` and ``eta`` are fractions of each token's norm at the
-  site. The SMART paper's absolute 1e-5 on word embeddings of mean |e| ~0.03 moved the
-  logits by ~1e-5: below bf16's resolution and ~1e-7 of the task gradient.
+* **In what units**: ``scale="token"`` measures ``sigma``, ``epsilon`` and ``eta`` as
+  fractions of each token's norm at the site, so one setting means the same at either site;
+  ``scale="absolute"`` takes them as they are, as the reference code does.
 * **The ascent step**: ``project`` is Algorithm 1, a step of ``eta`` along the gradient
-  normalised per token, then projection onto the ``epsilon``-ball. ``normalize`` is the
-  reference code: ``delta + eta * grad`` (raw gradient) rescaled onto the sphere of radius
-  ``epsilon``. Without the normalisation the raw gradient at the start (~1e-7) never moved
-  the noise.
-* **Dropout**: the clean, ascent and perturbed forwards of a step draw the same dropout
-  masks (:class:`SameDropout`), so the term measures the perturbation, not two dropout
-  draws (which dominated it before, making lambda_s weigh an R-Drop-like penalty).
+  normalised per token, then projection onto the ``epsilon``-ball. ``normalize`` takes a raw
+  gradient step and rescales the result onto the sphere of radius ``epsilon``; with absolute
+  units and ``epsilon`` 1 that is the reference code's rule (MT-DNN's ``SmartPerturbation``,
+  smart-pytorch's ``SMARTLoss``): each token's perturbation has unit norm.
+* **Dropout**: every forward of a step (clean, ascent, perturbed, the teacher's) draws the
+  same dropout masks (:class:`SameDropout`), so each term measures what it is about (the
+  perturbation, the teacher's distance), not two dropout draws.
 
 The Bregman teacher (paper eq. 5-6) is an exponential moving average of the encoder whose
-time constant is a fraction of the run (:func:`teacher_beta`), and whose heads are the
-student's own: a head that the starting checkpoint never trained is no point to stay near.
+time constant is a fraction of the run, with a floor on its momentum (:func:`teacher_beta`),
+and whose heads are the student's own: a head that the starting checkpoint never trained is
+no point to stay near.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -101,10 +100,11 @@ class SameDropout:
 # --------------------------------------------------------------------- adversarial term
 @dataclass(frozen=True)
 class Perturbation:
-    """How the adversarial perturbation is found; sizes are fractions of each token's norm."""
+    """How the adversarial perturbation is found; sizes in the units of ``scale``."""
 
-    update: str = "project"  # "project" (Algorithm 1) or "normalize" (the MT-DNN reference code)
+    update: str = "project"  # "project" (Algorithm 1) or "normalize" (rescaled onto the sphere)
     norm: str = "inf"  # per-token norm of the ball: "inf" or "l2"
+    scale: str = "token"  # sizes as fractions of each token's norm ("token") or as they are ("absolute")
     sigma: float = 1e-2  # std of the Gaussian start
     epsilon: float = 2e-2  # radius of the ball
     eta: float = 2e-2  # ascent step size
@@ -115,8 +115,21 @@ class Perturbation:
             raise ValueError(f"update must be 'project' or 'normalize', got {self.update!r}")
         if self.norm not in ("inf", "l2"):
             raise ValueError(f"norm must be 'inf' or 'l2', got {self.norm!r}")
+        if self.scale not in ("token", "absolute"):
+            raise ValueError(f"scale must be 'token' or 'absolute', got {self.scale!r}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """SMART as one run trains with it: the perturbation, where it is added, and the weights
+    of the adversarial (lambda_s) and Bregman (mu) terms."""
+
+    perturbation: Perturbation
+    site: str
+    lambda_s: float
+    mu: float
 
 
 def token_norm(x: Tensor, norm: str) -> Tensor:
@@ -154,7 +167,8 @@ def adversarial_term(forward: Callable[[], Tensor], site: nn.Module, clean_input
     through both outputs; delta is detached.
     """
     masks = [m.unsqueeze(-1).to(torch.float32) for m in token_masks]
-    scales = [token_norm(x.detach().float(), how.norm) * m for x, m in zip(clean_inputs, masks, strict=True)]
+    scales = [(token_norm(x.detach().float(), how.norm) if how.scale == "token" else 1.0) * m
+              for x, m in zip(clean_inputs, masks, strict=True)]
     deltas = [torch.randn_like(s.expand_as(x), dtype=torch.float32) * how.sigma * s
               for x, s in zip(clean_inputs, scales)]
     if how.steps == 0:  # the start itself, kept inside the ball
@@ -188,29 +202,33 @@ def relative_size(deltas: Sequence[Tensor], clean_inputs: Sequence[Tensor], toke
 
 
 # ----------------------------------------------------------------- Bregman proximal point
-def teacher_beta(horizon: float, total_steps: int) -> float:
-    """The EMA momentum whose time constant is ``horizon`` of the run's optimizer steps.
+def teacher_beta(horizon: float, total_steps: int, floor: float) -> float:
+    """The EMA momentum whose time constant is ``horizon`` of the run's optimizer steps, and
+    at least ``floor``.
 
     After k updates toward a fixed student the teacher's distance is beta^k of what it was,
-    so it closes 1 - 1/e of the gap in one time constant. At the paper's scale (10 epochs of
-    1,068 steps, horizon 0.1) beta is 0.99906, the SMART paper's 0.999; a 110-step laptop run
-    gets 0.909 where a fixed 0.999 left the teacher 90 % at its start.
+    so it closes 1 - 1/e of the gap in one time constant. A long run gets its momentum from
+    the horizon (the paper's scale: 10 epochs of 1,068 steps at horizon 0.1 give 0.99906, the
+    SMART paper's 0.999); a short run's time constant would be a step or two, a teacher that
+    is the student of a moment ago, so the floor keeps it near where the run started.
     """
-    return 1.0 - 1.0 / max(1.0, horizon * total_steps)
+    return max(floor, 1.0 - 1.0 / max(1.0, horizon * total_steps))
 
 
 class EmaTeacher:
     """Bregman proximal point's teacher: a moving average of the student's encoder.
 
-    Holds a deep copy of the model in eval mode without gradients. ``update(student)`` sets
-    teacher <- beta * teacher + (1 - beta) * student for every parameter whose name does not
-    start with one of ``own_prefixes``; those (the task heads) are copied from the student,
-    so the proximal term measures how far the encoder moved, seen through today's heads.
+    Holds a deep copy of the model without gradients, in the student's mode: in training it
+    draws dropout like the student, and the caller replays the student's masks for it
+    (:class:`SameDropout`), so that a teacher equal to the student is at distance zero.
+    ``update(student)`` sets teacher <- beta * teacher + (1 - beta) * student for every
+    parameter whose name does not start with one of ``own_prefixes``; those (the task heads)
+    are copied from the student, so the proximal term measures how far the encoder moved,
+    seen through today's heads.
     """
 
     def __init__(self, model: nn.Module, beta: float, own_prefixes: tuple[str, ...] = ("heads.",)):
         self.model = copy.deepcopy(model)
-        self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
             p.grad = None
@@ -230,14 +248,6 @@ class EmaTeacher:
             torch._foreach_lerp_(averaged, targets, 1.0 - self.beta)
         for mine, theirs in zip(self.model.buffers(), model.buffers(), strict=True):
             mine.copy_(theirs)
-
-    def distance(self, model: nn.Module) -> float:
-        """Euclidean distance between the averaged parameters and the student's."""
-        total = 0.0
-        for (name, mine), theirs in zip(self.model.named_parameters(), model.parameters(), strict=True):
-            if not name.startswith(self.own_prefixes):
-                total += float((mine - theirs.detach()).float().pow(2).sum())
-        return math.sqrt(total)
 
     def __call__(self, *args, **kwargs):
         with torch.no_grad():

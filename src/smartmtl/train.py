@@ -38,7 +38,7 @@ from smartmtl.features import TaskFeatures
 from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.heads import MultitaskModel
 from smartmtl.progress import Progress
-from smartmtl.schedules import build_plan, learning_rate, tasks_of
+from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.variants import RunSpec
 
@@ -104,45 +104,55 @@ DIAGNOSE_EVERY = 20
 LOG_POINTS = 50
 
 
-def perturbation(params: Params) -> smart.Perturbation:
+def smart_settings(spec: RunSpec, params: Params) -> smart.Settings | None:
+    """SMART as ``spec`` trains with it (None: without SMART), built once per run."""
+    if not spec.smart:
+        return None
     sp = params.smart
-    return smart.Perturbation(update=sp.update, norm=sp.norm, sigma=sp.sigma, epsilon=sp.epsilon, eta=sp.eta,
-                              steps=sp.steps)
+    how = smart.Perturbation(update=sp.update, norm=sp.norm, scale=sp.scale, sigma=sp.sigma, epsilon=sp.epsilon,
+                             eta=sp.eta, steps=sp.steps)
+    return smart.Settings(perturbation=how, site=sp.site, lambda_s=spec.lambda_s, mu=sp.mu)
 
 
-def task_objective(model, teacher, task: str, segments, labels, spec: RunSpec, params: Params,
+def task_objective(model, teacher, task: str, segments, labels, settings: smart.Settings | None,
                    terms: StepTerms, diagnose: bool = False) -> torch.Tensor:
     """The paper's Equation 2 plus Equation 5's proximal term, for one task's batch."""
-    if not spec.smart:
+    if settings is None:
         loss = task_loss(task, model(task, segments), labels)
         terms.add(f"loss_{task}", loss)
         return loss
     divergence = TASKS[task].divergence
-    site = model.perturbation_site(params.smart.site)
+    site = model.perturbation_site(settings.site)
+    # Every forward below draws the clean forward's dropout masks: the terms then measure the
+    # perturbation and the teacher's distance, not two dropout draws.
     same_dropout = smart.SameDropout(labels.device)
     with smart.at_site(site) as clean_inputs:
         output = model(task, segments)
     loss = task_loss(task, output, labels)
     terms.add(f"loss_{task}", loss)
     objective = loss
-    if spec.lambda_s > 0:
+    if settings.lambda_s > 0:
         token_masks = [segment["attention_mask"] for segment in segments]
         adversarial, deltas = smart.adversarial_term(
-            lambda: model(task, segments), site, clean_inputs, output, divergence, perturbation(params),
+            lambda: model(task, segments), site, clean_inputs, output, divergence, settings.perturbation,
             token_masks, same_dropout)
         terms.add(f"smart_{task}", adversarial)
         if diagnose:
             same_dropout.replay()
             with torch.no_grad():  # the same forward without the perturbation: dropout and rounding
                 terms.add(f"smart_floor_{task}", divergence(model(task, segments), output))
-            terms.add(f"smart_delta_{task}", smart.relative_size(deltas, clean_inputs, token_masks, params.smart.norm))
+            terms.add(f"smart_delta_{task}",
+                      smart.relative_size(deltas, clean_inputs, token_masks, settings.perturbation.norm))
             terms.add(f"smart_grad_ratio_{task}", _gradient_ratio(adversarial, loss, model.shared_parameters()))
-        objective = objective + spec.lambda_s * adversarial
-    same_dropout.close()
-    if teacher is not None and params.smart.mu > 0:
+        objective = objective + settings.lambda_s * adversarial
+    if teacher is not None and settings.mu > 0:
+        same_dropout.replay()
         bregman = smart.bregman_loss(output, teacher(task, segments), divergence)
         terms.add(f"bregman_{task}", bregman)
-        objective = objective + params.smart.mu * bregman
+        if diagnose:
+            terms.add(f"bregman_grad_ratio_{task}", _gradient_ratio(bregman, loss, model.shared_parameters()))
+        objective = objective + settings.mu * bregman
+    same_dropout.close()
     return objective
 
 
@@ -156,22 +166,26 @@ def _gradient_ratio(term: torch.Tensor, loss: torch.Tensor, parameters) -> torch
 
 
 def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: dict[str, TaskFeatures],
-                   spec: RunSpec, params: Params, terms: StepTerms, device, autocast,
+                   settings: smart.Settings | None, surgery: str | None, terms: StepTerms, device, autocast,
                    surgery_rng: torch.Generator, diagnose: bool = False) -> None:
     """The gradients of one optimizer step: each task's objective back-propagated in turn, so
-    only one task's graph is alive at a time. Without surgery they add up, as for the summed
-    loss; with surgery PCGrad combines the shared encoder's per-task gradients."""
+    only one task's graph is alive at a time. Without surgery (None) they add up, as for the
+    summed loss; with surgery ("sum" or "mean" of the projected gradients) PCGrad combines the
+    shared encoder's per-task gradients, and how far they agreed is logged."""
 
     def task_backward(task: str, indices: np.ndarray) -> None:
         segments, labels = train_data[task].batch(distributed.shard(indices), device)
         with autocast():
-            loss = task_objective(model, teacher, task, segments, labels, spec, params, terms, diagnose)
+            loss = task_objective(model, teacher, task, segments, labels, settings, terms, diagnose)
         loss.backward()
 
     backwards = [functools.partial(task_backward, task, indices) for task, indices in batches.items()]
-    if spec.surgery:
-        pcgrad.surgery_backward(backwards, model.shared_parameters(), params.surgery.reduction, surgery_rng,
-                                average=distributed.average_)
+    if surgery:
+        cosines = pcgrad.surgery_backward(backwards, model.shared_parameters(), surgery, surgery_rng,
+                                          average=distributed.average_)
+        if len(cosines):
+            terms.add("surgery_conflict", (cosines < 0).any().float())  # its mean: the share of steps
+            terms.add("surgery_cosine", cosines.mean())
         distributed.average_gradients(model.heads)  # the encoder's were averaged before surgery
     else:
         for backward in backwards:
@@ -187,7 +201,7 @@ def fingerprint(spec: RunSpec, params: Params) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_resume(directory: Path, history: list[dict], model, optimizer, teacher, run_id: str,
+def save_resume(directory: Path, history: list[dict], model, optimizer, scheduler, teacher, run_id: str,
                 surgery_rng: torch.Generator) -> None:
     staging = directory.with_name(directory.name + ".saving")
     shutil.rmtree(staging, ignore_errors=True)
@@ -195,18 +209,21 @@ def save_resume(directory: Path, history: list[dict], model, optimizer, teacher,
     save_model(model, staging / "model.safetensors")
     if teacher is not None:
         save_model(teacher.model, staging / "teacher.safetensors")
+    # Tensors and plain values only, so that it loads with weights_only (no unpickling of code).
     torch.save({"history": history, "run_id": run_id, "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "surgery_rng": surgery_rng.get_state()}, staging / "state.pt")
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "surgery_rng": surgery_rng.get_state()}, staging / "state.pt")
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
 
 
-def load_resume(directory: Path, model, optimizer, teacher, run_id: str, surgery_rng: torch.Generator) -> list[dict]:
+def load_resume(directory: Path, model, optimizer, scheduler, teacher, run_id: str,
+                surgery_rng: torch.Generator) -> list[dict]:
     """Restore the last finished epoch; return the logged metrics of the epochs done."""
     state_file = directory / "state.pt"
     if not state_file.exists():
         return []
-    state = torch.load(state_file, weights_only=False)
+    state = torch.load(state_file, weights_only=True)
     if state["run_id"] != run_id:
         log.info("ignoring %s: it was written with other parameters", directory)
         return []
@@ -214,6 +231,7 @@ def load_resume(directory: Path, model, optimizer, teacher, run_id: str, surgery
     if teacher is not None:
         teacher.model.load_state_dict(load_file(directory / "teacher.safetensors"))
     optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     surgery_rng.set_state(state["surgery_rng"])
     log.info("resuming %s after epoch %d", directory, len(state["history"]))
@@ -243,21 +261,28 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     model = build_model(spec, params, init).to(device)
     distributed.broadcast_parameters(model)
     model.train()
-    # fused: one kernel for all parameters; on this CPU it cuts the step's optimizer time 5x.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=tp.betas, eps=tp.eps,
-                                  weight_decay=tp.weight_decay, fused=True)
+    # The heads start from random weights, the encoder from a trained checkpoint: two steps.
+    # fused: one kernel for all parameters, several times faster than the loop over them.
+    optimizer = torch.optim.AdamW([{"params": list(model.encoder.parameters()), "lr": tp.lr},
+                                   {"params": list(model.heads.parameters()), "lr": tp.head_lr or tp.lr}],
+                                  betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay, fused=True)
     # Only sequential runs read train.sequential_epochs: dvc.yaml declares it for their stage alone.
     sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
     plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, spec.seed,
                       epochs=spec.epochs, sequential_epochs=sequential_epochs)
     total_steps = sum(len(epoch) for epoch in plan)
+    scheduler = learning_rate_schedule(optimizer, total_steps, tp.warmup, tp.decay)
+    settings = smart_settings(spec, params)
     teacher = None
-    if spec.smart and params.smart.mu > 0:
-        teacher = smart.EmaTeacher(model, smart.teacher_beta(params.smart.teacher_horizon, total_steps))
+    if settings is not None and settings.mu > 0:
+        sp = params.smart
+        teacher = smart.EmaTeacher(model, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
+    surgery = params.surgery.reduction if spec.surgery else None
     surgery_rng = torch.Generator().manual_seed(spec.seed)
 
     run_id = fingerprint(spec, params)
-    history = load_resume(resume_dir, model, optimizer, teacher, run_id, surgery_rng) if resume_dir else []
+    history = load_resume(resume_dir, model, optimizer, scheduler, teacher, run_id, surgery_rng) \
+        if resume_dir else []
     for epoch, metrics in enumerate(history):  # the logger starts afresh: give it the epochs done
         on_epoch(epoch, sum(len(e) for e in plan[:epoch + 1]), metrics)
     done = len(history)
@@ -269,14 +294,13 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
         progress = Progress(f"{spec.name} epoch {epoch + 1}/{len(plan)}", len(plan[epoch]), terms.task_loss,
                             enabled=distributed.is_main_process())
         for batches in plan[epoch]:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, tp.lr, tp.warmup, tp.decay)
             optimizer.zero_grad(set_to_none=True)
-            step_gradients(model, teacher, batches, train_data, spec, params, terms, device, autocast, surgery_rng,
-                           diagnose=spec.smart and step % DIAGNOSE_EVERY == 0)
+            step_gradients(model, teacher, batches, train_data, settings, surgery, terms, device, autocast,
+                           surgery_rng, diagnose=settings is not None and step % DIAGNOSE_EVERY == 0)
             if tp.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
             optimizer.step()
+            scheduler.step()
             if teacher is not None:
                 teacher.update(model)
             step += 1
@@ -299,7 +323,7 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
             on_epoch(epoch, step, history[-1])
             # Not after the last epoch: the runner saves the model and removes the resume directory.
             if resume_dir and epoch + 1 < len(plan):
-                save_resume(resume_dir, history, model, optimizer, teacher, run_id, surgery_rng)
+                save_resume(resume_dir, history, model, optimizer, scheduler, teacher, run_id, surgery_rng)
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
     return model
