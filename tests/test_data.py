@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from smartmtl.config import SPLITS, TASKS
+from smartmtl.config import SPLITS
 from smartmtl.data import RAW_FILES, DataError, is_labelled, load_split, prepare
+from smartmtl.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "raw"

@@ -3,10 +3,10 @@
 A stage that fails on bad input prints one message naming what is wrong and exits 1;
 a traceback is for bugs, not for a typo in params.yaml.
 
-Garbage collection: importing torch and transformers builds ~400,000 objects that live as long
-as the process, and the collector walks them over and over, ~2 s while they are imported and
-~2 s more in the interpreter's collections at exit (measured on a 2-core AMD EPYC: 20-30 s of
-a smoke pipeline's ~330). So each stage script switches the collector off before its imports,
+Garbage collection: importing torch and transformers builds hundreds of thousands of objects
+that live as long as the process, and the collector walks them over and over while they are
+imported and again in the interpreter's collections at exit (docs/speed.md measures what that
+cost). So each stage script switches the collector off before its imports,
 and `stage_context` freezes what they built (out of every later collection), switches it back
 on for the stage's own work, and freezes again at exit.
 """
