@@ -23,9 +23,9 @@ import pandas as pd
 from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
-from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.inference import evaluate
 from smartmtl.io import atomic_path, write_json
 from smartmtl.outputs import Layout
 from smartmtl.schedules import tasks_of

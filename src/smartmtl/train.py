@@ -33,10 +33,10 @@ from safetensors.torch import load_file, save_file
 from smartmtl import distributed, pcgrad, smart
 from smartmtl.backbone import load_encoder
 from smartmtl.config import Params
-from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures
 from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.heads import MultitaskModel
+from smartmtl.inference import evaluate
 from smartmtl.progress import Progress
 from smartmtl.schedules import build_plan, learning_rate, tasks_of
 from smartmtl.tasks import TASKS, task_loss
