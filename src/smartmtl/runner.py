@@ -24,11 +24,12 @@ from smartmtl import distributed
 from smartmtl.config import Params
 from smartmtl.features import load_features
 from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.heads import save_model
 from smartmtl.inference import evaluate
 from smartmtl.io import atomic_path, write_json, write_predictions
 from smartmtl.outputs import Layout
 from smartmtl.schedules import tasks_of
-from smartmtl.train import save_model, train
+from smartmtl.train import train
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)
