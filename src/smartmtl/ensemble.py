@@ -30,7 +30,7 @@ from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import read_predictions, write_json, write_predictions
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
-from smartmtl.tasks import TASKS
+from smartmtl.tasks import TASKS, combine
 
 PREDICTION_SPLITS = ("dev", "test")
 
@@ -111,13 +111,6 @@ def align_predictions(frames: dict[str, pd.DataFrame], where: str = "") -> tuple
             raise EnsembleError(f"{where}member {name!r} predicts different ids: " + "; ".join(parts))
         rows.append(frame.set_index("id")["prediction"].reindex(ids).to_numpy())
     return ids, np.vstack(rows)
-
-
-def combine(task: str, stacked: np.ndarray) -> np.ndarray:
-    """The task's rule (smartmtl.tasks): mode with the rank tie rule for classes, median for scores."""
-    if task not in TASKS:
-        raise EnsembleError(f"unknown task {task!r}")
-    return TASKS[task].combine(stacked)
 
 
 def combine_members(task: str, frames: dict[str, pd.DataFrame], where: str = "") -> pd.DataFrame:
