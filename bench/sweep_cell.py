@@ -27,12 +27,14 @@ import yaml
 
 from smartmtl.config import parse_params
 from smartmtl.data import prepare
-from smartmtl.ensemble import combine
-from smartmtl.evaluate import evaluate, scores, task_metric
+from smartmtl.evaluate import scores, task_metric
 from smartmtl.features import load_features
 from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.heads import save_model
+from smartmtl.inference import evaluate
 from smartmtl.presets import render
-from smartmtl.train import save_model, train
+from smartmtl.tasks import combine
+from smartmtl.train import train
 from smartmtl.variants import grid_spec, pretrain_spec
 
 

@@ -75,7 +75,8 @@ def run_phase(phase: str, args) -> dict:
     from smartmtl.data import load_split
     from smartmtl.features import bucketed_batches, tokenize
     from smartmtl.hardware import autocast_for, pick_device, resolve_precision
-    from smartmtl.train import StepTerms, build_model, smart_settings, step_gradients
+    from smartmtl.heads import build_model
+    from smartmtl.train import StepTerms, smart_settings, step_gradients
     from smartmtl.variants import grid_spec
 
     params = load_params(args.params)

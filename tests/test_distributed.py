@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 import smartmtl.train
 from smartmtl import distributed
 from smartmtl.features import load_features
-from smartmtl.train import build_model, save_model, train
+from smartmtl.heads import build_model, save_model
+from smartmtl.train import train
 from smartmtl.variants import RunSpec
 
 TASKS = ("sst", "qqp", "sts")

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from smartmtl.config import parse_params
-from smartmtl.ensemble import EnsembleError, build_ensemble, combine, select_members
+from smartmtl.ensemble import EnsembleError, build_ensemble, select_members
 from smartmtl.evaluate import overall_score
 from smartmtl.outputs import Layout, load_model_metrics, move_stale
-from smartmtl.tasks import vote
+from smartmtl.tasks import combine, vote
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]
 QQP_GOLD = [0, 1, 1, 0]

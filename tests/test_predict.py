@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import tiny_params
 
+from smartmtl.heads import build_model
 from smartmtl.predict import PredictError, predict_text, saved_params
 from smartmtl.runner import save_run
-from smartmtl.train import build_model
 from smartmtl.variants import table2_spec
 
 

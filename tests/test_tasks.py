@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from smartmtl.ensemble import write_predictions
+from smartmtl.io import write_predictions
 from smartmtl.tasks import TASKS, Task
 
 ROWS = 6
@@ -94,8 +93,7 @@ def test_metrics_and_combinations_by_kind():
 
 
 def test_class_predictions_are_written_as_integers_scores_as_floats(tmp_path):
-    frame = pd.DataFrame({"id": ["a", "b"], "prediction": [1.0, 0.0]})
     for name in TASKS:
-        write_predictions(frame, name, tmp_path / f"{name}.csv")
+        write_predictions(["a", "b"], [1.0, 0.0], name, tmp_path / f"{name}.csv")
     assert (tmp_path / "sst.csv").read_text() == (tmp_path / "qqp.csv").read_text() == "id,prediction\na,1\nb,0\n"
     assert (tmp_path / "sts.csv").read_text() == "id,prediction\na,1.0\nb,0.0\n"

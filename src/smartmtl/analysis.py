@@ -25,9 +25,10 @@ import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
 from smartmtl.config import Params  # noqa: E402
-from smartmtl.ensemble import read_predictions, read_prepared  # noqa: E402
+from smartmtl.data import read_prepared  # noqa: E402
 from smartmtl.errors import UserError  # noqa: E402
-from smartmtl.io import atomic_path, write_json  # noqa: E402
+from smartmtl.evaluate import task_metric  # noqa: E402
+from smartmtl.io import atomic_path, read_predictions, write_json  # noqa: E402
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
 from smartmtl.tasks import TASKS  # noqa: E402
 
@@ -353,8 +354,6 @@ def run_analysis(
     analysis_metrics: str | Path = "metrics/analysis.json",
 ) -> dict:
     """Write Figures 3-4, their plot data, the training curves and ``analysis_metrics``."""
-    from smartmtl.evaluate import task_metric
-
     prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
     predictions_dir, plots_dir, dvclive_dir = Path(predictions_dir), Path(plots_dir), Path(dvclive_dir)
     title = "Ensemble" if model == ENSEMBLE_NAME else model

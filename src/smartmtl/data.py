@@ -260,6 +260,15 @@ def load_split(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
+def read_prepared(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame | None:
+    """The prepared split with ``id`` as strings, or None when the file does not exist."""
+    if not (Path(prepared_dir) / output_name(task, split)).exists():
+        return None
+    frame = load_split(prepared_dir, task, split)
+    frame["id"] = frame["id"].astype(str)
+    return frame
+
+
 def check_raw_files(raw_dir: str | Path) -> None:
     """Raise one DataError that lists every missing raw file, where it was looked for and what it is."""
     raw_dir = Path(raw_dir)

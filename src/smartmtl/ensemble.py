@@ -25,12 +25,12 @@ import pandas as pd
 
 from smartmtl.claims import runs_by_row, spread
 from smartmtl.config import Params
-from smartmtl.data import load_split, output_name
+from smartmtl.data import read_prepared
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
-from smartmtl.io import atomic_path, write_json
+from smartmtl.io import read_predictions, write_json, write_predictions
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
-from smartmtl.tasks import TASKS
+from smartmtl.tasks import TASKS, combine
 
 PREDICTION_SPLITS = ("dev", "test")
 
@@ -39,37 +39,12 @@ class EnsembleError(UserError, RuntimeError):
     """The ensemble cannot be built from what was trained; the message says why."""
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """A ``id,prediction`` CSV; ids are kept as strings so they match however written."""
-    path = Path(path)
-    frame = pd.read_csv(path, dtype={"id": str})
-    missing = {"id", "prediction"} - set(frame.columns)
-    if missing:
-        raise EnsembleError(f"{path}: missing column(s) {sorted(missing)}; expected header id,prediction")
-    if frame["id"].duplicated().any():
-        duplicated = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
-        raise EnsembleError(f"{path}: id {duplicated!r} appears more than once")
-    return frame[["id", "prediction"]]
-
-
-def read_prepared(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame | None:
-    """The prepared split with ``id`` as strings, or None when the file does not exist."""
-    if not (Path(prepared_dir) / output_name(task, split)).exists():
-        return None
-    frame = load_split(prepared_dir, task, split)
-    frame["id"] = frame["id"].astype(str)
-    return frame
+# -------------------------------------------------------------------------- members
 
 
 def _dev_overall(record: dict) -> float:
     value = record.get("dev", {}).get("overall", math.nan)
     return float(value) if value is not None else math.nan
-
-
-# -------------------------------------------------------------------------- members
 
 
 def select_members(params: Params, metrics: dict[str, dict], predictions_dir: str | Path) -> list[str]:
@@ -138,13 +113,6 @@ def align_predictions(frames: dict[str, pd.DataFrame], where: str = "") -> tuple
     return ids, np.vstack(rows)
 
 
-def combine(task: str, stacked: np.ndarray) -> np.ndarray:
-    """The task's rule (smartmtl.tasks): mode with the rank tie rule for classes, median for scores."""
-    if task not in TASKS:
-        raise EnsembleError(f"unknown task {task!r}")
-    return TASKS[task].combine(stacked)
-
-
 def combine_members(task: str, frames: dict[str, pd.DataFrame], where: str = "") -> pd.DataFrame:
     """The ensemble's ``id,prediction`` frame from the members' frames (ordered best first)."""
     ids, stacked = align_predictions(frames, where)
@@ -171,14 +139,6 @@ def score_split(predictions: dict[str, pd.DataFrame], prepared: dict[str, pd.Dat
         result[task] = task_metric(task, merged["prediction"].to_numpy(), merged["label"].to_numpy())
     result["overall"] = overall_score(result["sst"], result["qqp"], result["sts"])
     return result
-
-
-def write_predictions(frame: pd.DataFrame, task: str, destination: str | Path) -> None:
-    frame = frame.copy()
-    if TASKS[task].has_classes:
-        frame["prediction"] = frame["prediction"].astype(np.int64)
-    with atomic_path(destination) as path:
-        frame.to_csv(path, index=False)
 
 
 def gains(ensemble_dev: dict[str, float], members_dev: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -236,7 +196,8 @@ def build_ensemble(
         if split == "dev" and scored is None:
             raise EnsembleError(f"dev labels not found in {prepared_dir} (need <task>-dev.parquet with a label column)")
         for task in TASKS:
-            write_predictions(combined[task], task, predictions_dir / ENSEMBLE_NAME / f"{task}-{split}.csv")
+            write_predictions(combined[task]["id"], combined[task]["prediction"], task,
+                              predictions_dir / ENSEMBLE_NAME / f"{task}-{split}.csv")
         if scored is not None:
             result[split] = scored
     result["members_dev"] = {name: metrics[name].get("dev", {}) for name in members}

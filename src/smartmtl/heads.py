@@ -16,11 +16,17 @@ SMART perturbs the input of the encoder through a forward hook on one of its mod
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from smartmtl.backbone import load_encoder
+from smartmtl.config import Params
 from smartmtl.tasks import TASKS, Task
+from smartmtl.variants import RunSpec
 
 Segment = dict[str, Tensor]  # input_ids, attention_mask and, where the model has them, token_type_ids
 
@@ -78,3 +84,17 @@ class MultitaskModel(nn.Module):
                 return F.cosine_similarity(u.float(), v.float(), dim=-1)
             features = torch.cat([u, v, (u - v).abs()] if self.head == "cosine" else [u, v], dim=-1)
         return self.heads[task](self.dropout(features)).squeeze(-1)
+
+
+# --- a run's model, built fresh or from a checkpoint, and saved ---------------------------
+
+def build_model(spec: RunSpec, params: Params, init: Path | None = None) -> MultitaskModel:
+    encoder = load_encoder(params.model.backbone, spec.dropout)
+    model = MultitaskModel(encoder, spec.head, spec.dropout, params.model.pooling)
+    if init is not None:
+        model.load_state_dict(load_file(init))
+    return model
+
+
+def save_model(model: MultitaskModel, path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

@@ -1,4 +1,5 @@
-"""Writing outputs so that a failed or interrupted stage never leaves half a file behind.
+"""Writing outputs so that a failed or interrupted stage never leaves half a file behind, and
+reading and writing the prediction files every run and the ensemble leave.
 
 Every file a stage produces goes through :func:`atomic_path`: it is written under a
 temporary name beside its destination and renamed into place only once complete.
@@ -14,7 +15,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from smartmtl.errors import UserError
+from smartmtl.tasks import TASKS
 
 
 @contextlib.contextmanager
@@ -51,3 +56,29 @@ def write_table(frame: pd.DataFrame, stem: str | Path, title: str, notes: list[s
         markdown += ["", *[f"- {note}" for note in notes]]
     with atomic_path(stem.with_suffix(".md")) as path:
         path.write_text("\n".join(markdown) + "\n")
+
+
+class PredictionFileError(UserError, ValueError):
+    """A prediction file is not an ``id,prediction`` table with one row per id."""
+
+
+def write_predictions(ids, predictions, task: str, destination: str | Path) -> None:
+    """An ``id,prediction`` CSV in the order of ``ids``; a class task's labels are written as integers."""
+    predictions = np.asarray(predictions)
+    if TASKS[task].has_classes:
+        predictions = predictions.astype(np.int64)
+    with atomic_path(destination) as path:
+        pd.DataFrame({"id": ids, "prediction": predictions}).to_csv(path, index=False)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A ``id,prediction`` CSV; ids are kept as strings so they match however written."""
+    path = Path(path)
+    frame = pd.read_csv(path, dtype={"id": str})
+    missing = {"id", "prediction"} - set(frame.columns)
+    if missing:
+        raise PredictionFileError(f"{path}: missing column(s) {sorted(missing)}; expected header id,prediction")
+    if frame["id"].duplicated().any():
+        duplicated = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
+        raise PredictionFileError(f"{path}: id {duplicated!r} appears more than once")
+    return frame[["id", "prediction"]]

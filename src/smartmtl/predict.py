@@ -16,14 +16,13 @@ import torch
 
 from smartmtl.backbone import load_tokenizer
 from smartmtl.config import Params, parse_params
-from smartmtl.ensemble import combine
 from smartmtl.errors import UserError
 from smartmtl.features import tokenize
+from smartmtl.heads import build_model
 from smartmtl.io import read_json
 from smartmtl.outputs import ENSEMBLE_NAME
 from smartmtl.schedules import tasks_of
-from smartmtl.tasks import TASKS
-from smartmtl.train import build_model
+from smartmtl.tasks import TASKS, combine
 from smartmtl.variants import saved_spec
 
 

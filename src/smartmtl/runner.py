@@ -19,26 +19,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
-from smartmtl.evaluate import evaluate
-from smartmtl.features import TaskFeatures, load_features
+from smartmtl.features import load_features
 from smartmtl.hardware import autocast_for, pick_device
-from smartmtl.io import atomic_path, write_json
+from smartmtl.heads import save_model
+from smartmtl.inference import evaluate
+from smartmtl.io import atomic_path, write_json, write_predictions
 from smartmtl.outputs import Layout
 from smartmtl.schedules import tasks_of
-from smartmtl.train import save_model, train
+from smartmtl.train import train
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)
-
-
-def write_predictions(directory: Path, task: str, split: str, features: TaskFeatures, predictions) -> None:
-    with atomic_path(directory / f"{task}-{split}.csv") as path:
-        pd.DataFrame({"id": features.ids, "prediction": predictions}).to_csv(path, index=False)
 
 
 def save_run(model, spec: RunSpec, params: Params, directory: Path) -> None:
@@ -109,7 +104,8 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     for split in ("dev", "test") if predicts_test(spec) else ("dev",):
         split_scores, predictions = score(model, split)
         for task in tasks:
-            write_predictions(layout.predictions_dir(spec.name), task, split, features[split][task], predictions[task])
+            write_predictions(features[split][task].ids, predictions[task], task,
+                              layout.predictions_dir(spec.name) / f"{task}-{split}.csv")
         if split_scores:
             record[split] = split_scores
     if surgery_epochs:  # epochs of one run are equally long: the run's share is their mean

@@ -24,9 +24,10 @@ from smartmtl import smart
 from smartmtl.config import Params
 from smartmtl.features import load_features
 from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.heads import build_model
 from smartmtl.schedules import batch_stream
 from smartmtl.tasks import TASKS, task_loss
-from smartmtl.train import StepTerms, build_model, smart_settings, task_objective
+from smartmtl.train import StepTerms, smart_settings, task_objective
 from smartmtl.variants import grid_spec
 
 

@@ -216,3 +216,9 @@ TASKS: dict[str, Task] = {task.name: task for task in (SST, QQP, STS)}
 def task_loss(task: str, output: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy (SST), binary cross-entropy on one logit (QQP), MSE on [-1, 1] (STS)."""
     return TASKS[task].loss(output, labels)
+
+
+def combine(task: str, stacked: np.ndarray) -> np.ndarray:
+    """The ensemble's predictions from its members' (members x examples, best first): the mode with
+    the rank tie rule for classes, the median for scores."""
+    return TASKS[task].combine(stacked)

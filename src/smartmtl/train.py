@@ -28,35 +28,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from smartmtl import distributed, pcgrad, smart
-from smartmtl.backbone import load_encoder
 from smartmtl.config import Params
-from smartmtl.evaluate import evaluate
 from smartmtl.features import TaskFeatures
 from smartmtl.hardware import autocast_for, pick_device
-from smartmtl.heads import MultitaskModel
+from smartmtl.heads import MultitaskModel, build_model, save_model
+from smartmtl.inference import evaluate
 from smartmtl.progress import Progress
 from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.variants import RunSpec
 
 log = logging.getLogger(__name__)
-
-
-# --- the model a run starts from ---------------------------------------------------------
-
-def build_model(spec: RunSpec, params: Params, init: Path | None = None) -> MultitaskModel:
-    encoder = load_encoder(params.model.backbone, spec.dropout)
-    model = MultitaskModel(encoder, spec.head, spec.dropout, params.model.pooling)
-    if init is not None:
-        model.load_state_dict(load_file(init))
-    return model
-
-
-def save_model(model: MultitaskModel, path: Path) -> None:
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 # --- one step -----------------------------------------------------------------------------
