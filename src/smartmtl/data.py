@@ -168,16 +168,6 @@ class PrepareResult:
     def __getitem__(self, key: tuple[str, str]) -> SplitResult:
         return self.splits[key]
 
-    @property
-    def issues(self) -> list[Issue]:
-        """Every reported example row, all files, in file order."""
-        return [
-            issue
-            for key in RAW_FILES
-            for examples in self.splits[key].report.examples.values()
-            for issue in examples
-        ]
-
     def metrics(self) -> dict:
         tasks: dict[str, dict] = {}
         for task in TASKS:

@@ -16,7 +16,6 @@ import pandas as pd
 from smartmtl import presets
 from smartmtl.claims import runs_by_row, spread, table5
 from smartmtl.config import TASKS, Params, parse_params
-from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.outputs import load_model_metrics
 from smartmtl.variants import grid_row
@@ -73,10 +72,6 @@ TABLE3 = "table3_grid"
 TABLE4 = "table4_ensemble"
 TABLE5 = "table5_claims"
 FOREST_PNG = "table5_claims.png"
-
-
-class ReportError(UserError, RuntimeError):
-    """The report cannot be built; the message says why."""
 
 
 # ------------------------------------------------------------------------- caveats
