@@ -1,4 +1,5 @@
-"""Tests of the data preparation (smartmtl.data) and its stage (stages/prepare.py).
+"""Tests of the data preparation (smartmtl.data, reading the raw files with smartmtl.rawdata)
+and its stage (stages/prepare.py).
 
 The fixtures under tests/fixtures/raw mirror the nine raw files, with the real files'
 quirks; tests that need bad rows edit a copy in tmp_path.
@@ -17,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from smartmtl.config import SPLITS, TASKS
-from smartmtl.data import RAW_FILES, DataError, is_labelled, load_split, prepare
+from smartmtl.data import load_split, prepare
+from smartmtl.rawdata import RAW_FILES, DataError, is_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "raw"

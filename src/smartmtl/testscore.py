@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from smartmtl.config import TASKS
-from smartmtl.data import RAW_FILES, RAW_LABEL_COLUMN, is_labelled, read_raw
 from smartmtl.ensemble import read_predictions
 from smartmtl.errors import UserError
 from smartmtl.evaluate import scores, task_metric
+from smartmtl.rawdata import RAW_FILES, RAW_LABEL_COLUMN, is_labelled, read_raw
 
 
 class ScoringError(UserError, ValueError):
