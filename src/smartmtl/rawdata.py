@@ -13,6 +13,8 @@ rows in the prepared schema, ``id, sentence | sentence1, sentence2 [, label]``, 
   sentences all start with a space). Values such as ``NA`` or ``null`` stay text.
 * Test splits: a row with an empty text is *kept* (a prediction must be written for every
   test id) and counted as the warning ``empty_text_kept``; on train/dev it is dropped.
+* A file whose last line has too few fields and no newline after it stops the preparation:
+  it was cut short (a copy that stopped half-way), which one dropped row would hide.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -229,8 +232,12 @@ def _record_lines(path: Path, n_columns: int, n_rows: int) -> tuple[tuple[list[i
     newlines are counted right. Records with more fields than the header are skipped by
     pandas (``on_bad_lines="skip"``) and returned separately. If the two parsers disagree
     on the number of records, returns None and callers fall back to ``row index + 2``.
+
+    Raises a DataError when the last record has too few fields and no newline ends the file:
+    the file was cut short, and dropping that one row would hide that the rest is missing.
     """
     starts, counts, too_long = [], [], []
+    last = None  # (start line, field count) of the last record
     with path.open(newline="", encoding=ENCODING) as handle:
         reader = csv.reader(handle, delimiter="\t", quotechar='"', doublequote=True)
         previous = 0
@@ -243,6 +250,7 @@ def _record_lines(path: Path, n_columns: int, n_rows: int) -> tuple[tuple[list[i
                 if not header_seen:
                     header_seen = True
                     continue
+                last = start, len(record)
                 if len(record) > n_columns:
                     too_long.append(start)
                     continue
@@ -250,10 +258,19 @@ def _record_lines(path: Path, n_columns: int, n_rows: int) -> tuple[tuple[list[i
                 counts.append(len(record))
         except csv.Error:
             return None, too_long
+    if last is not None and last[1] < n_columns and not _ends_in_newline(path):
+        raise DataError(f"{path}: ends in the middle of a row (line {last[0]} has {last[1]} fields, "
+                        f"expected {n_columns}): cut short?")
     if len(starts) != n_rows:
         log.debug("%s: csv and pandas disagree on the record count; line numbers are row index + 2", path)
         return None, too_long
     return (starts, counts), too_long
+
+
+def _ends_in_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) in (b"\n", b"\r")
 
 
 def _parse_label(task: str, value: str) -> int | float | None:
