@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 
 from smartmtl import presets
-from smartmtl.claims import runs_by_row, spread, table5
+from smartmtl.claims import METRICS, runs_by_row, spread, table5
 from smartmtl.config import TASKS, Params, parse_params
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.outputs import load_model_metrics
 from smartmtl.variants import grid_row
 
-METRICS = ("sst", "qqp", "sts", "overall")
 COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
 
 # Table 2. The paper's "Training Method" column has merged cells; we read them as
