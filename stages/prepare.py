@@ -14,16 +14,17 @@ gc.disable()  # while the modules below are imported: smartmtl.stage switches it
 from smartmtl import io
 from smartmtl.config import Params
 from smartmtl.data import prepare, table1_notes
+from smartmtl.layout import TABLE1, Layout
 from smartmtl.stage import stage_app
 
 
 def prepare_data(settings: Params) -> None:
     """Validate and clean the nine raw files, write the prepared splits, data metrics and Table 1."""
-    data = settings.data
-    result = prepare(data.raw_dir, data.prepared_dir, data.train_limit, data.seed,
+    data, layout = settings.data, Layout()
+    result = prepare(data.raw_dir, layout.prepared_dir(settings), data.train_limit, data.seed,
                      dev_limit=data.dev_limit, test_limit=data.test_limit)
-    io.write_json({"preset": settings.preset, **result.metrics()}, "metrics/data.json")
-    io.write_table(result.table1(), "metrics/tables/table1_data",
+    io.write_json({"preset": settings.preset, **result.metrics()}, layout.data_metrics)
+    io.write_table(result.table1(), layout.tables / TABLE1,
                    title="Table 1: examples per task and split (ours vs. the paper)",
                    notes=table1_notes(result, settings.preset))
 

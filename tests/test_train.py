@@ -18,7 +18,7 @@ from smartmtl import smart
 from smartmtl.data import load_split
 from smartmtl.evaluate import task_metric
 from smartmtl.features import load_features
-from smartmtl.outputs import Layout
+from smartmtl.layout import Layout
 from smartmtl.runner import run
 from smartmtl.tasks import task_loss
 from smartmtl.train import StepTerms, build_model, fingerprint, task_objective, train
