@@ -13,26 +13,23 @@ import gc
 
 gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
 
-from pathlib import Path
-
 import typer
 
+from smartmtl.config import Params
 from smartmtl.ensemble import build_ensemble
 from smartmtl.outputs import move_stale
-from smartmtl.stage import PARAMS_OPTION, stage_context
-
-app = typer.Typer(add_completion=False, help=__doc__)
+from smartmtl.stage import stage_app
 
 
-@app.command()
-def main(params: Path = PARAMS_OPTION) -> None:
+def ensemble(settings: Params) -> None:
     """Combine the members' dev and test predictions and score them."""
-    with stage_context("ensemble", params) as settings:
-        move_stale(settings)
-        result = build_ensemble(settings)
+    move_stale(settings)
+    result = build_ensemble(settings)
     typer.echo(f"ensemble of {len(result['members'])} ({', '.join(result['members'])}): "
                f"dev overall {result['dev']['overall']:.3f}")
 
+
+app = stage_app("ensemble", ensemble)
 
 if __name__ == "__main__":
     app()

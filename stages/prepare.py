@@ -11,29 +11,25 @@ import gc
 
 gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
 
-from pathlib import Path
-
-import typer
-
 from smartmtl import io
+from smartmtl.config import Params
 from smartmtl.data import prepare, table1_notes
-from smartmtl.stage import PARAMS_OPTION, stage_context
+from smartmtl.layout import TABLE1, Layout
+from smartmtl.stage import stage_app
 
-app = typer.Typer(add_completion=False, help=__doc__)
 
-
-@app.command()
-def main(params: Path = PARAMS_OPTION) -> None:
+def prepare_data(settings: Params) -> None:
     """Validate and clean the nine raw files, write the prepared splits, data metrics and Table 1."""
-    with stage_context("prepare", params) as settings:
-        data = settings.data
-        result = prepare(data.raw_dir, data.prepared_dir, data.train_limit, data.seed,
-                         dev_limit=data.dev_limit, test_limit=data.test_limit)
-    io.write_json({"preset": settings.preset, **result.metrics()}, "metrics/data.json")
-    io.write_table(result.table1(), "metrics/tables/table1_data",
+    data, layout = settings.data, Layout()
+    result = prepare(data.raw_dir, layout.prepared_dir(settings), data.train_limit, data.seed,
+                     dev_limit=data.dev_limit, test_limit=data.test_limit)
+    io.write_json({"preset": settings.preset, **result.metrics()}, layout.data_metrics)
+    io.write_table(result.table1(), layout.tables / TABLE1,
                    title="Table 1: examples per task and split (ours vs. the paper)",
                    notes=table1_notes(result, settings.preset))
 
+
+app = stage_app("prepare", prepare_data)
 
 if __name__ == "__main__":
     app()

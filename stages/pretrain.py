@@ -10,23 +10,18 @@ import gc
 
 gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
 
-from pathlib import Path
-
-import typer
-
+from smartmtl.config import Params
 from smartmtl.runner import run
-from smartmtl.stage import stage_context
+from smartmtl.stage import stage_app
 from smartmtl.variants import pretrain_spec
 
-app = typer.Typer(add_completion=False, help=__doc__)
 
-
-@app.command()
-def main(params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file.")) -> None:
+def pretrain(settings: Params) -> None:
     """Train the concat model on QQP for train.pretrain_epochs epochs."""
-    with stage_context("pretrain", params) as settings:
-        run(pretrain_spec(settings), settings)
+    run(pretrain_spec(settings), settings)
 
+
+app = stage_app("pretrain", pretrain)
 
 if __name__ == "__main__":
     app()

@@ -11,23 +11,19 @@ import gc
 
 gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
 
-from pathlib import Path
-
 import typer
 
+from smartmtl.config import Params
 from smartmtl.report import build_report
-from smartmtl.stage import PARAMS_OPTION, stage_context
-
-app = typer.Typer(add_completion=False, help=__doc__)
+from smartmtl.stage import stage_app
 
 
-@app.command()
-def main(params: Path = PARAMS_OPTION) -> None:
+def report(settings: Params) -> None:
     """Write Tables 2-4 and the one-page report."""
-    with stage_context("report", params) as settings:
-        path = build_report(settings)
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {build_report(settings)}")
 
+
+app = stage_app("report", report)
 
 if __name__ == "__main__":
     app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pyarrow as pa
@@ -93,26 +92,16 @@ def labelled_prepared_dir(tmp_path_factory) -> Path:
     return write_prepared(tmp_path_factory.mktemp("prepared_labelled"), labelled_test=True)
 
 
-def _merge(base: dict, override: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def tiny_params(prepared: Path | str = "data/prepared", **overrides) -> Params:
     """The smoke preset shrunk for tests; ``overrides`` are nested dicts per section."""
     raw = presets.render("smoke")
-    raw = _merge(raw, {
+    raw = presets._merge(raw, {
         "data": {"prepared_dir": str(prepared)},
         "model": {"backbone": BACKBONE, "max_length": 24, "dropout": 0.1},
         "train": {"batch_size": 4, "eval_batch_size": 8, "precision": "fp32", "epochs": 1,
                   "sequential_epochs": {"qqp": 1, "sts": 1, "sst": 1}, "warmup": 0.0},
     })
-    return parse_params(_merge(raw, overrides), "tests")
+    return parse_params(presets._merge(raw, overrides), "tests")
 
 
 @pytest.fixture

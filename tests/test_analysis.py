@@ -11,6 +11,7 @@ import pytest
 
 from smartmtl.analysis import AnalysisError, run_analysis
 from smartmtl.config import parse_params
+from smartmtl.layout import Layout
 
 RNG = np.random.default_rng(0)
 N_SST, N_STS = 60, 80
@@ -71,15 +72,7 @@ PARAMS = {"model": {"dropout": 0.1},
 
 
 def analyse(root: Path):
-    return run_analysis(
-        parse_params(PARAMS),
-        prepared_dir=root / "data" / "prepared",
-        predictions_dir=root / "predictions",
-        finetune_metrics_dir=root / "metrics" / "finetune",
-        dvclive_dir=root / "dvclive",
-        plots_dir=root / "plots",
-        analysis_metrics=root / "metrics" / "analysis.json",
-    )
+    return run_analysis(parse_params(PARAMS), layout=Layout(root))
 
 
 @pytest.fixture(scope="module")

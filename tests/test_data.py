@@ -1,4 +1,5 @@
-"""Tests of the data preparation (smartmtl.data) and its stage (stages/prepare.py).
+"""Tests of the data preparation (smartmtl.data, reading the raw files with smartmtl.rawdata)
+and its stage (stages/prepare.py).
 
 The fixtures under tests/fixtures/raw mirror the nine raw files, with the real files'
 quirks; tests that need bad rows edit a copy in tmp_path.
@@ -17,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from smartmtl.config import SPLITS
-from smartmtl.data import RAW_FILES, DataError, is_labelled, load_split, prepare
+from smartmtl.data import load_split, prepare
+from smartmtl.rawdata import RAW_FILES, DataError, is_labelled
 from smartmtl.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,6 +251,29 @@ def test_header_only_file_has_no_valid_rows(raw, tmp_path):
     path.write_text(path.read_text().splitlines()[0] + "\n")
     with pytest.raises(DataError, match=r"sts-test-student\.csv.*no valid rows"):
         prepare(raw, tmp_path / "out", {}, 0)
+
+
+def test_file_cut_in_the_middle_of_a_row_stops_naming_file_and_line(raw, tmp_path):
+    path = raw / "sst/ids-sst-train.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    half = len(lines) // 2
+    partial = lines[half][: len(lines[half]) // 2]  # a copy that stopped half-way through a row
+    path.write_text("".join(lines[:half]) + partial)
+    fields = partial.count("\t") + 1
+    with pytest.raises(DataError) as caught:
+        prepare(raw, tmp_path / "out", {}, 0)
+    assert str(caught.value) == (f"{path}: ends in the middle of a row (line {half + 1} has {fields} fields, "
+                                 "expected 4): cut short?")
+    assert not (tmp_path / "out").exists()
+
+
+def test_complete_last_row_without_a_newline_is_read(raw, tmp_path):
+    clean = prepare(FIXTURES, tmp_path / "clean", {}, 0)[("sst", "train")]
+    path = raw / "sst/ids-sst-train.csv"
+    path.write_text(path.read_text().rstrip("\n"))
+    split = prepare(raw, tmp_path / "out", {}, 0)[("sst", "train")]
+    assert split.report.rows_read == clean.report.rows_read and not split.report.dropped
+    assert ids(split.frame) == ids(clean.frame)
 
 
 def test_missing_files_all_listed(raw, tmp_path):

@@ -12,7 +12,8 @@ import pytest
 from smartmtl.config import parse_params
 from smartmtl.ensemble import EnsembleError, build_ensemble, select_members
 from smartmtl.evaluate import overall_score
-from smartmtl.outputs import Layout, load_model_metrics, move_stale
+from smartmtl.layout import Layout
+from smartmtl.outputs import load_model_metrics, move_stale
 from smartmtl.tasks import combine, vote
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]
@@ -61,14 +62,7 @@ def params(members="auto", size=3):
 
 
 def run(root: Path, p):
-    return build_ensemble(
-        p,
-        finetune_metrics_dir=root / "metrics" / "finetune",
-        predictions_dir=root / "predictions",
-        prepared_dir=root / "data" / "prepared",
-        output_metrics=root / "metrics" / "ensemble.json",
-        output_summary=root / "metrics" / "summary.json",
-    )
+    return build_ensemble(p, Layout(root))
 
 
 def test_vote_majority_and_tie_goes_to_highest_ranked_member():
@@ -106,9 +100,9 @@ def test_auto_selects_best_grid_models_by_dev_overall_ties_by_name(tmp_path):
     write_model(tmp_path, GRID_A, 0.80, sst, qqp, sts)
     write_model(tmp_path, GRID_D, 0.60, sst, qqp, sts)
     write_model(tmp_path, CONCAT, 0.99, sst, qqp, sts)  # a Table 2 row, not a grid cell
-    metrics = load_model_metrics(tmp_path / "metrics" / "finetune", params())
+    metrics = load_model_metrics(params(), Layout(tmp_path))
     assert metrics[CONCAT]["kind"] == "table2" and metrics[GRID_A]["config"]["dropout"] == 0.1
-    assert select_members(params(size=3), metrics, tmp_path / "predictions") == [GRID_A, GRID_B, GRID_C]
+    assert select_members(params(size=3), metrics, Layout(tmp_path)) == [GRID_A, GRID_B, GRID_C]
 
 
 def test_auto_ignores_grid_models_of_an_earlier_sweep(tmp_path):
@@ -117,7 +111,7 @@ def test_auto_ignores_grid_models_of_an_earlier_sweep(tmp_path):
     write_model(tmp_path, GRID_A, 0.80, SST_GOLD, QQP_GOLD, STS_GOLD)
     write_model(tmp_path, GRID_B, 0.70, SST_GOLD, QQP_GOLD, STS_GOLD)
     write_prepared(tmp_path)
-    assert OLD not in load_model_metrics(tmp_path / "metrics" / "finetune", params())
+    assert OLD not in load_model_metrics(params(), Layout(tmp_path))
     assert run(tmp_path, params(size=2))["members"] == [GRID_A, GRID_B]
     summary = json.loads((tmp_path / "metrics" / "summary.json").read_text())
     assert list(summary) == ["dev_ensemble", "dev_overall", "dev_sst"]  # test labels absent: no test scores

@@ -12,6 +12,7 @@ import pytest
 
 from smartmtl import presets
 from smartmtl.config import parse_params
+from smartmtl.layout import Layout
 from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report
 
 VARIANTS = {
@@ -85,16 +86,7 @@ def root(tmp_path):
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "fig3_lambda_sst.png").write_bytes(b"png")
     (tmp_path / "plots" / "fig4_sts_scatter.png").write_bytes(b"png")
-    build_report(
-        make_params(),
-        finetune_metrics_dir=tmp_path / "metrics" / "finetune",
-        ensemble_metrics=tmp_path / "metrics" / "ensemble.json",
-        analysis_metrics=tmp_path / "metrics" / "analysis.json",
-        tables_dir=tmp_path / "metrics" / "tables",
-        plots_dir=tmp_path / "plots",
-        report_path=tmp_path / "metrics" / "report.md",
-        prepared_dir=tmp_path / "data" / "prepared",
-    )
+    build_report(make_params(), Layout(tmp_path))
     return tmp_path
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import BACKBONE, TRAIN_ROWS
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
 from smartmtl import presets
 from smartmtl.config import Params, _Strict
@@ -151,28 +152,30 @@ def test_each_stage_reads_what_dvc_yaml_declares(project: Path, monkeypatch):
     monkeypatch.setattr(stage, "load_params", lambda path: params)  # every stage gets the recorded object
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     lambda_s, dropout = params.smart.lambda_s, params.model.dropout
-    runs = [  # (dvc.yaml stage, matrix item, script, command, arguments): each stage in pipeline order
-        ("prepare", {}, "stages/prepare.py", "main", {}),
-        ("pretrain", {}, "stages/pretrain.py", "main", {}),
-        ("finetune", {"variant": "concat"}, "stages/finetune.py", "variant", {"name": "concat", "seed": 0}),
+    runs = [  # (dvc.yaml stage, matrix item, script, arguments): each stage in pipeline order
+        ("prepare", {}, "stages/prepare.py", []),
+        ("pretrain", {}, "stages/pretrain.py", []),
+        ("finetune", {"variant": "concat"}, "stages/finetune.py", ["variant", "concat", "--seed", "0"]),
         # A matrix has one params list for all its items: it must cover what each item reads.
-        ("finetune-smart", {"variant": "concat_smart"}, "stages/finetune.py", "variant",
-         {"name": "concat_smart", "seed": 0}),
-        ("finetune-smart", {"variant": "concat_smart_surgery_pretrain"}, "stages/finetune.py", "variant",
-         {"name": "concat_smart_surgery_pretrain", "seed": 0}),
-        ("grid", {"dropout": dropout, "lambda_s": lambda_s}, "stages/finetune.py", "grid",
-         {"dropout": dropout, "lambda_s": lambda_s, "seed": 0}),
-        ("sst_lambda", {"lambda_s": 1.0}, "stages/finetune.py", "sst_lambda", {"lambda_s": 1.0, "seed": 0}),
-        ("ensemble", {}, "stages/ensemble.py", "main", {}),
-        ("analyze", {}, "stages/analyze.py", "main", {"model": "ensemble"}),
-        ("report", {}, "stages/report.py", "main", {}),
+        ("finetune-smart", {"variant": "concat_smart"}, "stages/finetune.py",
+         ["variant", "concat_smart", "--seed", "0"]),
+        ("finetune-smart", {"variant": "concat_smart_surgery_pretrain"}, "stages/finetune.py",
+         ["variant", "concat_smart_surgery_pretrain", "--seed", "0"]),
+        ("grid", {"dropout": dropout, "lambda_s": lambda_s}, "stages/finetune.py",
+         ["grid", "--dropout", str(dropout), "--lambda-s", str(lambda_s), "--seed", "0"]),
+        ("sst_lambda", {"lambda_s": 1.0}, "stages/finetune.py", ["sst-lambda", "--lambda-s", "1.0", "--seed", "0"]),
+        ("ensemble", {}, "stages/ensemble.py", []),
+        ("analyze", {}, "stages/analyze.py", ["--model", "ensemble"]),
+        ("report", {}, "stages/report.py", []),
     ]
     assert {name for name, *_ in runs} == set(stages), "a stage of dvc.yaml is not exercised here"
     reads, declared, interpolated = defaultdict(set), defaultdict(set), defaultdict(set)
-    for name, item, script, command, arguments in runs:
+    for name, item, script, arguments in runs:
         recorder.reads.clear()
         with recorder.recording():
-            getattr(_load_stage(script), command)(**arguments, params=project / "params.yaml")
+            result = CliRunner().invoke(_load_stage(script).app, [*arguments, "--params", str(project / "params.yaml")],
+                                        catch_exceptions=False)
+        assert result.exit_code == 0, f"{name}: {result.output}"
         reads[name] |= recorder.reads
         keys, interpolated_keys = _declared(stages[name].get("do", stages[name]), item)
         declared[name] |= set(keys)

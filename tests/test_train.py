@@ -19,7 +19,7 @@ from smartmtl.data import load_split
 from smartmtl.evaluate import task_metric
 from smartmtl.features import load_features
 from smartmtl.heads import build_model
-from smartmtl.outputs import Layout
+from smartmtl.layout import Layout
 from smartmtl.runner import run
 from smartmtl.tasks import task_loss
 from smartmtl.train import StepTerms, fingerprint, smart_settings, task_objective, train

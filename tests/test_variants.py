@@ -6,7 +6,7 @@ import dataclasses
 
 from conftest import tiny_params
 
-from smartmtl.variants import grid_spec, planned_runs, pretrain_spec, saved_spec, sst_lambda_spec, table2_spec
+from smartmtl.variants import grid_row, planned_runs, pretrain_spec, run_name, saved_spec, sst_lambda_row
 
 # Three different values, so that a spec that read the wrong setting shows it.
 EPOCHS = {"train": {"epochs": 3, "pretrain_epochs": 5}, "sweep": {"sst_epochs": 7}}
@@ -23,12 +23,13 @@ def test_each_schedule_takes_its_own_epochs_setting():
     assert pretrain_spec(params).epochs == 5
 
 
-def test_the_builders_agree_with_planned_runs():
-    params = tiny_params(**EPOCHS)
-    row = next(iter(params.variants))
-    assert table2_spec(params, row, 0).epochs == 3
-    assert grid_spec(params, params.model.dropout, params.smart.lambda_s, 0).epochs == 3
-    assert sst_lambda_spec(params, params.sweep.sst_lambda_s[0], 0).epochs == 7
+def test_planned_runs_are_every_row_once_with_each_seed_in_dvc_yamls_order():
+    params = tiny_params(sweep={"seeds": [0, 1]})
+    rows = [*params.table2_rows(),
+            *(grid_row(d, lam) for d in params.sweep.dropout for lam in params.sweep.lambda_s),
+            *(sst_lambda_row(lam) for lam in params.sweep.sst_lambda_s)]
+    assert len(params.sweep.dropout) > 1 and len(params.sweep.sst_lambda_s) > 1  # so that a row left out shows
+    assert [spec.name for spec in planned_runs(params)] == [run_name(row, seed) for row in rows for seed in (0, 1)]
 
 
 def test_a_saved_spec_reads_back_and_old_ones_get_the_epochs_they_trained():

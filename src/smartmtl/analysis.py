@@ -29,20 +29,21 @@ from smartmtl.data import read_prepared  # noqa: E402
 from smartmtl.errors import UserError  # noqa: E402
 from smartmtl.evaluate import task_metric  # noqa: E402
 from smartmtl.io import atomic_path, read_predictions, write_json  # noqa: E402
+from smartmtl.layout import (  # noqa: E402
+    CURVES_DIR,
+    CURVES_PNG,
+    FIG3_CSV,
+    FIG3_PNG,
+    FIG4_CONFUSION_CSV,
+    FIG4_CONFUSION_PNG,
+    FIG4_SCATTER_CSV,
+    FIG4_SCATTER_PNG,
+    Layout,
+)
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
 from smartmtl.tasks import TASKS  # noqa: E402
 
 SST_CLASSES = TASKS["sst"].classes  # the confusion matrix's rows and columns
-
-# The output file names, relative to the plots directory (for dvc.yaml and the report).
-FIG3_PNG = "fig3_lambda_sst.png"
-FIG3_CSV = "fig3_lambda_sst.csv"
-FIG4_CONFUSION_PNG = "fig4_sst_confusion.png"
-FIG4_CONFUSION_CSV = "sst_confusion.csv"
-FIG4_SCATTER_PNG = "fig4_sts_scatter.png"
-FIG4_SCATTER_CSV = "sts_scatter.csv"
-CURVES_PNG = "training_curves.png"
-CURVES_DIR = "curves"  # the training curves' data, one CSV per panel
 
 
 class AnalysisError(UserError, RuntimeError):
@@ -229,9 +230,10 @@ def plot_sts_scatter(joined: pd.DataFrame, worst: dict, destination: Path, title
 # ------------------------------------------------------------------- DVCLive data
 
 
-def read_dvclive(dvclive_dir: Path, name: str, metric: str) -> pd.DataFrame | None:
-    """``dvclive/<name>/plots/metrics/<metric>.tsv`` as columns step, value; None if absent."""
-    path = dvclive_dir / name / "plots" / "metrics" / f"{metric}.tsv"
+def read_dvclive(live_dir: Path, metric: str) -> pd.DataFrame | None:
+    """A run's ``<live_dir>/plots/metrics/<metric>.tsv`` (where DVCLive writes it) as columns
+    step, value; None if absent."""
+    path = live_dir / "plots" / "metrics" / f"{metric}.tsv"
     if not path.exists():
         return None
     frame = pd.read_csv(path, sep="\t")
@@ -241,13 +243,13 @@ def read_dvclive(dvclive_dir: Path, name: str, metric: str) -> pd.DataFrame | No
     return frame[["step", value_column[-1]]].rename(columns={value_column[-1]: "value"})
 
 
-def lambda_curves(metrics: dict[str, dict], dvclive_dir: Path) -> pd.DataFrame:
+def lambda_curves(metrics: dict[str, dict], layout: Layout) -> pd.DataFrame:
     """Figure 3's data: epoch, lambda_s, seed, sst_dev_accuracy for every sst_lambda run."""
     rows = []
     for name, record in sorted(metrics.items()):
         if record.get("kind") != "sst_lambda":
             continue
-        accuracy, epoch = read_dvclive(dvclive_dir, name, "dev/sst"), read_dvclive(dvclive_dir, name, "epoch")
+        accuracy, epoch = read_dvclive(layout.live_dir(name), "dev/sst"), read_dvclive(layout.live_dir(name), "epoch")
         if accuracy is None or epoch is None:
             continue
         config = record.get("config", {})
@@ -267,12 +269,12 @@ def lambda_series(curves: pd.DataFrame) -> pd.DataFrame:
     return means[["series", "epoch", "sst_dev_accuracy"]]
 
 
-def row_curves(metrics: dict[str, dict], dvclive_dir: Path, metric: str) -> pd.DataFrame:
+def row_curves(metrics: dict[str, dict], layout: Layout, metric: str) -> pd.DataFrame:
     """One DVCLive metric for every run, averaged over each row's seeds at each step:
     columns series (the row), step, value."""
     frames = []
     for name, record in sorted(metrics.items()):
-        curve = read_dvclive(dvclive_dir, name, metric)
+        curve = read_dvclive(layout.live_dir(name), metric)
         if curve is not None:
             frames.append(curve.assign(series=record.get("row", name)))
     if not frames:
@@ -342,24 +344,13 @@ def plot_training_curves(curves: dict[str, pd.DataFrame], destination: Path) -> 
 # ---------------------------------------------------------------------------- stage
 
 
-def run_analysis(
-    params: Params,
-    *,
-    model: str = ENSEMBLE_NAME,
-    prepared_dir: str | Path | None = None,
-    predictions_dir: str | Path = "predictions",
-    finetune_metrics_dir: str | Path = "metrics/finetune",
-    dvclive_dir: str | Path = "dvclive",
-    plots_dir: str | Path = "plots",
-    analysis_metrics: str | Path = "metrics/analysis.json",
-) -> dict:
-    """Write Figures 3-4, their plot data, the training curves and ``analysis_metrics``."""
-    prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
-    predictions_dir, plots_dir, dvclive_dir = Path(predictions_dir), Path(plots_dir), Path(dvclive_dir)
+def run_analysis(params: Params, *, model: str = ENSEMBLE_NAME, layout: Layout = Layout()) -> dict:
+    """Write Figures 3-4, their plot data, the training curves and the analysis metrics."""
+    prepared_dir, plots_dir = layout.prepared_dir(params), layout.plots
     title = "Ensemble" if model == ENSEMBLE_NAME else model
 
     def predictions(task: str) -> pd.DataFrame:
-        path = predictions_dir / model / f"{task}-dev.csv"
+        path = layout.predictions_file(model, task, "dev")
         if not path.exists():
             raise AnalysisError(f"{path} not found: run the stage that predicts for {model!r} first")
         return read_predictions(path)
@@ -385,15 +376,15 @@ def run_analysis(
     )
 
     # Figure 3 and the training curves.
-    metrics = load_model_metrics(finetune_metrics_dir, params)
-    curves = lambda_curves(metrics, dvclive_dir)
+    metrics = load_model_metrics(params, layout)
+    curves = lambda_curves(metrics, layout)
     _save_csv(lambda_series(curves), plots_dir / FIG3_CSV)
     plot_lambda_curves(curves, plots_dir / FIG3_PNG)
     training = {"dev overall (at each epoch's end)": ("dev_overall", "dev/overall", "overall")} | {
         f"{task.upper()} training loss": (f"train_loss_{task}", f"train/loss_{task}", "loss") for task in TASKS}
     drawn = {}
     for title, (stem, metric, column) in training.items():
-        drawn[title] = row_curves(metrics, dvclive_dir, metric)
+        drawn[title] = row_curves(metrics, layout, metric)
         _save_csv(drawn[title].rename(columns={"value": column}), plots_dir / CURVES_DIR / f"{stem}.csv")
     curve_models = plot_training_curves(drawn, plots_dir / CURVES_PNG)
 
@@ -419,5 +410,5 @@ def run_analysis(
         "fig3_best": best_lambda,
         "training_curve_models": curve_models,
     }
-    write_json(result, analysis_metrics)
+    write_json(result, layout.analysis_metrics)
     return result

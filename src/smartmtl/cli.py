@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from smartmtl import presets
-from smartmtl.config import ConfigError
+from smartmtl.stage import PARAMS_OPTION, user_errors
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
@@ -20,24 +20,22 @@ app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 def preset(name: str = typer.Argument(..., help=f"One of: {', '.join(presets.available())}."),
            output: Path = typer.Option(Path("params.yaml"), help="Where to write the parameters.")) -> None:
     """Write a named parameter set to params.yaml: smoke (minutes), laptop (the default), paper (GPU)."""
-    try:
+    with user_errors("preset"):
         presets.write(name, output)
-    except ConfigError as error:
-        typer.echo(f"preset: {error}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"{output}: preset '{name}'. Now `dvc repro` (or `dvc exp run`) runs at that scale.")
 
 
 @app.command("smart-check")
-def smart_check(params: Path = typer.Option(Path("params.yaml"), "--params", help="The parameter file."),
+def smart_check(params: Path = PARAMS_OPTION,
                 batches: int = typer.Option(3, help="Real training batches per task."),
                 batch_size: int = typer.Option(16, help="Rows per batch.")) -> None:
     """Show on real batches that SMART's perturbation, not dropout, makes its term (needs `dvc repro prepare`)."""
     from smartmtl.config import load_params
     from smartmtl.smartcheck import check, format_report
 
-    settings = load_params(params)
-    typer.echo(format_report(check(settings, batches, batch_size), settings))
+    with user_errors("smart-check"):
+        settings = load_params(params)
+        typer.echo(format_report(check(settings, batches, batch_size), settings))
 
 
 @app.command("score-test")
@@ -45,14 +43,10 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
                predictions: Path = typer.Option(Path("predictions"), help="The folder of every run's predictions."),
                output: Path = typer.Option(Path("metrics/test_scores.csv"), help="Where to write the scores.")) -> None:
     """Score every run's and the ensemble's test predictions against labelled test files."""
-    from smartmtl.errors import UserError
     from smartmtl.testscore import score_test as score
 
-    try:
+    with user_errors("score-test"):
         frame = score(labelled, predictions)
-    except UserError as error:
-        typer.echo(f"score-test: {error}", err=True)
-        raise typer.Exit(1) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(output, index=False)
     typer.echo(frame.to_markdown(index=False, floatfmt=".3f"))
@@ -63,14 +57,11 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:
     """Sentiment of each sentence; for a pair also paraphrase probability and similarity (0-5)."""
-    from smartmtl.predict import PredictError, predict_text
+    from smartmtl.predict import predict_text
     from smartmtl.tasks import TASKS
 
-    try:
+    with user_errors("predict"):
         result = predict_text(model, sentences)
-    except PredictError as error:
-        typer.echo(f"predict: {error}", err=True)
-        raise typer.Exit(1) from None
     for sentence, label in zip(sentences, result.sentiment, strict=True):
         typer.echo(f"sentiment: {label} ({TASKS['sst'].classes[label]})  <- {sentence}")
     if result.similarity is not None:

@@ -18,7 +18,6 @@ Combination rules, per task and split, example by example (matched on ``id``):
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +28,7 @@ from smartmtl.data import read_prepared
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import read_predictions, write_json, write_predictions
+from smartmtl.layout import Layout
 from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
 from smartmtl.tasks import TASKS, combine
 
@@ -47,7 +47,10 @@ def _dev_overall(record: dict) -> float:
     return float(value) if value is not None else math.nan
 
 
-def select_members(params: Params, metrics: dict[str, dict], predictions_dir: str | Path) -> list[str]:
+# -------------------------------------------------------------------------- members
+
+
+def select_members(params: Params, metrics: dict[str, dict], layout: Layout) -> list[str]:
     """The member names, best first; raises if a member has no metrics or predictions."""
     setting = params.ensemble.members
     existing = ", ".join(sorted(metrics)) or "(none)"
@@ -71,7 +74,7 @@ def select_members(params: Params, metrics: dict[str, dict], predictions_dir: st
                 f"ensemble member {name!r} was not trained (no metrics json); trained models: {existing}"
             )
         for task in TASKS:
-            path = Path(predictions_dir) / name / f"{task}-dev.csv"
+            path = layout.predictions_file(name, task, "dev")
             if not path.exists():
                 raise EnsembleError(
                     f"ensemble member {name!r} has no predictions ({path} is missing); trained models: {existing}"
@@ -153,31 +156,21 @@ def gains(ensemble_dev: dict[str, float], members_dev: list[dict[str, float]]) -
 # ---------------------------------------------------------------------------- stage
 
 
-def build_ensemble(
-    params: Params,
-    *,
-    finetune_metrics_dir: str | Path = "metrics/finetune",
-    predictions_dir: str | Path = "predictions",
-    prepared_dir: str | Path | None = None,
-    output_metrics: str | Path = "metrics/ensemble.json",
-    output_summary: str | Path = "metrics/summary.json",
-) -> dict:
+def build_ensemble(params: Params, layout: Layout = Layout()) -> dict:
     """Combine the members' dev and test predictions, write them and the ensemble's metrics.
 
-    Writes ``<predictions_dir>/ensemble/<task>-<split>.csv`` for every task and split in
-    (dev, test) that all members predicted, ``output_metrics`` (members, scores, gains) and
-    ``output_summary`` (the pipeline's headline: numbers only, for `dvc metrics` and
-    `dvc exp show`). Returns the metrics.
+    Writes the ensemble's predictions for every task and split in (dev, test) that all members
+    predicted, its metrics (members, scores, gains) and the pipeline's summary (the headline:
+    numbers only, for `dvc metrics` and `dvc exp show`). Returns the metrics.
     """
-    prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
-    predictions_dir = Path(predictions_dir)
-    metrics = load_model_metrics(finetune_metrics_dir, params)
-    members = select_members(params, metrics, predictions_dir)
+    prepared_dir = layout.prepared_dir(params)
+    metrics = load_model_metrics(params, layout)
+    members = select_members(params, metrics, layout)
 
     result: dict = {"members": members}
     for split in PREDICTION_SPLITS:
         paths = {
-            task: {name: predictions_dir / name / f"{task}-{split}.csv" for name in members} for task in TASKS
+            task: {name: layout.predictions_file(name, task, split) for name in members} for task in TASKS
         }
         present = [path.exists() for by_member in paths.values() for path in by_member.values()]
         if split != "dev" and not any(present):
@@ -197,13 +190,13 @@ def build_ensemble(
             raise EnsembleError(f"dev labels not found in {prepared_dir} (need <task>-dev.parquet with a label column)")
         for task in TASKS:
             write_predictions(combined[task]["id"], combined[task]["prediction"], task,
-                              predictions_dir / ENSEMBLE_NAME / f"{task}-{split}.csv")
+                              layout.predictions_file(ENSEMBLE_NAME, task, split))
         if scored is not None:
             result[split] = scored
     result["members_dev"] = {name: metrics[name].get("dev", {}) for name in members}
     result["gain"] = gains(result["dev"], list(result["members_dev"].values()))
-    write_json(result, output_metrics)
-    write_json(headline(result, metrics), output_summary)
+    write_json(result, layout.ensemble_metrics)
+    write_json(headline(result, metrics), layout.summary)
     return result
 
 

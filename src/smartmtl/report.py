@@ -14,15 +14,14 @@ import numpy as np
 import pandas as pd
 
 from smartmtl import presets
-from smartmtl.claims import runs_by_row, spread, table5
+from smartmtl.claims import METRICS, runs_by_row, spread, table5
 from smartmtl.config import Params, parse_params
-from smartmtl.errors import UserError
 from smartmtl.io import atomic_path, read_json, write_table
+from smartmtl.layout import CURVES_PNG, FIG3_PNG, FIG4_CONFUSION_PNG, FIG4_SCATTER_PNG, TABLE1, Layout
 from smartmtl.outputs import load_model_metrics
 from smartmtl.tasks import TASKS
 from smartmtl.variants import grid_row
 
-METRICS = ("sst", "qqp", "sts", "overall")
 COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
 
 # Table 2. The paper's "Training Method" column has merged cells; we read them as
@@ -60,24 +59,19 @@ PAPER_TABLE4 = {
     "Test": {"sst": 0.540, "qqp": 0.908, "sts": 0.893, "overall": 0.798, "ranking": 3},
 }
 
-FIGURES = [
-    ("Figure 3: SST dev accuracy per epoch for each lambda_s", "fig3_lambda_sst.png"),
-    ("Figure 4 (left): SST dev confusion matrix", "fig4_sst_confusion.png"),
-    ("Figure 4 (right): STS dev prediction vs gold", "fig4_sts_scatter.png"),
-    ("Training curves", "training_curves.png"),
-    ("Table 5 as a forest plot: paired differences over seeds with 95 % intervals", "table5_claims.png"),
-]
-
-TABLE1 = "table1_data.md"
 TABLE2 = "table2_methods"
 TABLE3 = "table3_grid"
 TABLE4 = "table4_ensemble"
 TABLE5 = "table5_claims"
 FOREST_PNG = "table5_claims.png"
 
-
-class ReportError(UserError, RuntimeError):
-    """The report cannot be built; the message says why."""
+FIGURES = [
+    ("Figure 3: SST dev accuracy per epoch for each lambda_s", FIG3_PNG),
+    ("Figure 4 (left): SST dev confusion matrix", FIG4_CONFUSION_PNG),
+    ("Figure 4 (right): STS dev prediction vs gold", FIG4_SCATTER_PNG),
+    ("Training curves", CURVES_PNG),
+    ("Table 5 as a forest plot: paired differences over seeds with 95 % intervals", FOREST_PNG),
+]
 
 
 # ------------------------------------------------------------------------- caveats
@@ -105,9 +99,8 @@ def _settings(params: Params) -> str:
     )
 
 
-def caveats(params: Params, prepared_dir: str | Path | None = None) -> list[str]:
+def caveats(params: Params, prepared_dir: Path) -> list[str]:
     """What differs from the paper: backbone, data scale, preset and training settings."""
-    prepared_dir = Path(prepared_dir if prepared_dir is not None else params.data.prepared_dir)
     backbone = params.model.backbone
     if "minilm-l6" in backbone.lower():
         backbone_note = (
@@ -347,23 +340,13 @@ def _runtimes(metrics: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Model", "Kind", "Train seconds"])
 
 
-def build_report(
-    params: Params,
-    *,
-    finetune_metrics_dir: str | Path = "metrics/finetune",
-    ensemble_metrics: str | Path = "metrics/ensemble.json",
-    analysis_metrics: str | Path = "metrics/analysis.json",
-    tables_dir: str | Path = "metrics/tables",
-    plots_dir: str | Path = "plots",
-    report_path: str | Path = "metrics/report.md",
-    prepared_dir: str | Path | None = None,
-) -> Path:
-    """Write Tables 2-4 (``<tables_dir>/table{2,3,4}_*.{md,csv}``) and ``report_path``."""
-    tables_dir, plots_dir, report_path = Path(tables_dir), Path(plots_dir), Path(report_path)
-    metrics = load_model_metrics(finetune_metrics_dir, params)
-    ensemble = read_json(ensemble_metrics) if Path(ensemble_metrics).exists() else None
-    analysis = read_json(analysis_metrics) if Path(analysis_metrics).exists() else None
-    common = caveats(params, prepared_dir)
+def build_report(params: Params, layout: Layout = Layout()) -> Path:
+    """Write Tables 2-5 (``table{2,3,4,5}_*.{md,csv}`` in the layout's tables) and the report."""
+    tables_dir, plots_dir, report_path = layout.tables, layout.plots, layout.report
+    metrics = load_model_metrics(params, layout)
+    ensemble = read_json(layout.ensemble_metrics) if layout.ensemble_metrics.exists() else None
+    analysis = read_json(layout.analysis_metrics) if layout.analysis_metrics.exists() else None
+    common = caveats(params, layout.prepared_dir(params))
 
     frame2, notes2 = table2(params, metrics)
     write_table(frame2, tables_dir / TABLE2, "Table 2: dev scores of the training methods (ours vs paper)", [*notes2, *common])
@@ -386,7 +369,7 @@ def build_report(
         *[f"- {note}" for note in common],
         "",
     ]
-    table1 = tables_dir / TABLE1
+    table1 = tables_dir / f"{TABLE1}.md"
     if table1.exists():
         lines += ["## Data", "", table1.read_text().strip(), ""]
     lines += ["## Results", ""]

@@ -28,7 +28,7 @@ from smartmtl.hardware import autocast_for, pick_device
 from smartmtl.heads import save_model
 from smartmtl.inference import evaluate
 from smartmtl.io import atomic_path, write_json, write_predictions
-from smartmtl.outputs import Layout
+from smartmtl.layout import Layout
 from smartmtl.schedules import tasks_of
 from smartmtl.train import train
 from smartmtl.variants import PRETRAIN, RunSpec
@@ -105,7 +105,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
         split_scores, predictions = score(model, split)
         for task in tasks:
             write_predictions(features[split][task].ids, predictions[task], task,
-                              layout.predictions_dir(spec.name) / f"{task}-{split}.csv")
+                              layout.predictions_file(spec.name, task, split))
         if split_scores:
             record[split] = split_scores
     if surgery_epochs:  # epochs of one run are equally long: the run's share is their mean

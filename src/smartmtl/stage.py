@@ -17,8 +17,7 @@ import atexit
 import contextlib
 import gc
 import logging
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -30,14 +29,34 @@ PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="The paramete
 
 
 @contextlib.contextmanager
+def user_errors(command: str) -> Iterator[None]:
+    """Report a UserError or a missing file as ``command: message`` on stderr and exit 1."""
+    try:
+        yield
+    except (UserError, FileNotFoundError) as error:
+        typer.echo(f"{command}: {error}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+@contextlib.contextmanager
 def stage_context(stage: str, params_path: Path) -> Iterator[Params]:
     if not gc.isenabled():  # a stage script's imports are done
         gc.freeze()
         gc.enable()
     atexit.register(gc.freeze)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
+    with user_errors(stage):
         yield load_params(params_path)
-    except (UserError, FileNotFoundError) as error:
-        print(f"{stage}: {error}", file=sys.stderr)
-        raise typer.Exit(code=1) from None
+
+
+def stage_app(stage: str, work: Callable[[Params], object]) -> typer.Typer:
+    """The command line of a stage whose only option is ``--params``: it loads them and runs
+    ``work`` on them within :func:`stage_context`; ``work``'s docstring is the command's help."""
+    app = typer.Typer(add_completion=False)
+
+    @app.command(help=work.__doc__)
+    def main(params: Path = PARAMS_OPTION) -> None:
+        with stage_context(stage, params) as settings:
+            work(settings)
+
+    return app
