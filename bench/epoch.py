@@ -24,8 +24,9 @@ def main() -> None:
 
     from smartmtl.config import load_params
     from smartmtl.features import load_features
+    from smartmtl.hardware import resolve_compute
     from smartmtl.schedules import tasks_of
-    from smartmtl.train import train
+    from smartmtl.train import TrainingLog, train
     from smartmtl.variants import table2_spec
 
     params = load_params(args.params)
@@ -36,14 +37,15 @@ def main() -> None:
     marks: list[tuple[int, float]] = []  # (optimizer step, time) at each log point
     results: dict = {}
 
-    def on_steps(step: int, terms: dict) -> None:  # a line per log point: a killed run still tells its rate
-        marks.append((step, time.perf_counter()))
-        print(f"step {step}: {marks[-1][1] - tokenised:.1f} s", file=sys.stderr, flush=True)
+    class EpochLog(TrainingLog):
+        def steps(self, step: int, terms: dict) -> None:  # a line per log point: a killed run still tells its rate
+            marks.append((step, time.perf_counter()))
+            print(f"step {step}: {marks[-1][1] - tokenised:.1f} s", file=sys.stderr, flush=True)
 
-    def on_epoch(epoch: int, step: int, metrics: dict) -> None:
-        results.update(metrics, steps=step)
+        def epoch(self, epoch: int, step: int, metrics: dict) -> None:
+            results.update(metrics, steps=step)
 
-    train(spec, params, features["train"], features["dev"], on_steps=on_steps, on_epoch=on_epoch, stop_after_epochs=1)
+    train(spec, params, features, resolve_compute(params.train.precision), log=EpochLog(), stop_after_epochs=1)
     (first_step, first_time), (last_step, last_time) = marks[len(marks) // 2], marks[-1]
     steady = (last_step - first_step) / (last_time - first_time)
     epoch_steps = results["steps"]

@@ -29,7 +29,7 @@ from smartmtl.config import parse_params
 from smartmtl.data import prepare
 from smartmtl.evaluate import scores, task_metric
 from smartmtl.features import load_features
-from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.hardware import pick_device, resolve_compute
 from smartmtl.heads import save_model
 from smartmtl.inference import evaluate
 from smartmtl.presets import render
@@ -97,7 +97,9 @@ def main() -> None:
         pretrain_file = args.out / f"pretrain-{digest(pretrain_raw['data'], pretrain_raw['model'], pretrain_raw['train'])}.safetensors"
         if not pretrain_file.exists():
             started = time.perf_counter()
-            model = train(pretrain_spec(params), parse_params(pretrain_raw), features["train"], features["dev"])
+            pretrain_params = parse_params(pretrain_raw)
+            model = train(pretrain_spec(pretrain_params), pretrain_params, features,
+                          resolve_compute(pretrain_params.train.precision))
             save_model(model, pretrain_file)
             print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -105,14 +107,11 @@ def main() -> None:
         spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, params.train.seed),
                                    name=name)
         started = time.perf_counter()
-        model = train(spec, params, features["train"], features["dev"], init=pretrain_file,
-                      on_epoch=lambda epoch, step, m, name=name: print(
-                          f"{name} epoch {epoch + 1} (dev, first train.epoch_eval_rows rows): " + "  ".join(
-                              f"{k.removeprefix('dev/')} {v:.4f}" for k, v in m.items() if k.startswith("dev/")),
-                          flush=True))
+        compute = resolve_compute(params.train.precision)
+        model = train(spec, params, features, compute, init=pretrain_file)
         seconds = time.perf_counter() - started
-        metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, device,
-                                        autocast_for(device, params.train.precision))
+        metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, compute.device,
+                                        compute.autocast)
         dev_outputs[name] = predictions
         results[name] = {**metrics, "train_seconds": round(seconds, 1), "overrides": text.partition(":")[2]}
         print(f"{name:16s} {describe(metrics)}  {seconds:6.1f} s  [{results[name]['overrides']}]", flush=True)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import smartmtl.train
 from smartmtl import distributed
 from smartmtl.features import load_features
+from smartmtl.hardware import resolve_compute
 from smartmtl.heads import build_model, save_model
 from smartmtl.train import train
 from smartmtl.variants import RunSpec
@@ -63,7 +64,7 @@ def _worker(rank: int, world: int, port: int, prepared_dir, out_dir) -> None:
     with distributed.process_group():
         for name, run_spec in {**EXACT, **NOISY}.items():
             smartmtl.train.build_model = build if name in NOISY else _deterministic_build(build)
-            model = train(run_spec, params, features["train"], features["dev"])
+            model = train(run_spec, params, features, resolve_compute(params.train.precision))
             save_model(model, out_dir / f"{name}-rank{rank}.safetensors")
 
 
@@ -81,7 +82,7 @@ def test_two_processes_train_what_one_process_trains(name, two_process_weights, 
     features = load_features(params, TASKS, "concat", splits=("train", "dev"))
     torch.manual_seed(params.train.seed)
     initial = build_model(EXACT[name], params).state_dict()
-    single = train(EXACT[name], params, features["train"], features["dev"]).state_dict()
+    single = train(EXACT[name], params, features, resolve_compute(params.train.precision)).state_dict()
     pair = load_file(two_process_weights / f"{name}-rank0.safetensors")
     moved = max(float((single[k] - v).abs().max()) for k, v in initial.items())
     assert moved > 1e-3, "training must have changed the weights"

@@ -18,11 +18,12 @@ from smartmtl import smart
 from smartmtl.data import load_split
 from smartmtl.evaluate import task_metric
 from smartmtl.features import load_features
+from smartmtl.hardware import resolve_compute
 from smartmtl.heads import build_model
 from smartmtl.layout import Layout
 from smartmtl.runner import run
 from smartmtl.tasks import task_loss
-from smartmtl.train import StepTerms, fingerprint, smart_settings, task_objective, train
+from smartmtl.train import StepTerms, TrainingLog, fingerprint, smart_settings, task_objective, train
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
@@ -32,6 +33,20 @@ SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule
 
 def spec(**changes) -> RunSpec:
     return dataclasses.replace(SPEC, **changes)
+
+
+def _train(run_spec, params, features, **options):
+    return train(run_spec, params, features, resolve_compute(params.train.precision), **options)
+
+
+class Epochs(TrainingLog):
+    """Keeps each epoch's (epoch, metrics) as the loop reports them."""
+
+    def __init__(self):
+        self.seen = []
+
+    def epoch(self, epoch, step, metrics):
+        self.seen.append((epoch, metrics))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +188,7 @@ def test_the_heads_train_at_their_own_learning_rate(features, prepared_dir):
     run_spec = spec(smart=False, epochs=1)
     torch.manual_seed(0)
     start = build_model(run_spec, params).state_dict()
-    trained = train(run_spec, params, features["train"], features["dev"]).state_dict()
+    trained = _train(run_spec, params, features).state_dict()
     encoder_change = max(float((trained[k] - start[k]).abs().max()) for k in start if k.startswith("encoder."))
     head_change = max(float((trained[k] - start[k]).abs().max()) for k in start if k.startswith("heads."))
     assert encoder_change < 1e-6 < 1e-3 < head_change
@@ -208,10 +223,9 @@ def uninterrupted(prepared_dir, features, tmp_path_factory):
     def get(case):
         if case not in cache:
             directory = tmp_path_factory.mktemp(f"full_{case}") / "checkpoint"
-            epochs = []
-            model = train(RESUME_CASES[case], _resume_params(prepared_dir), features["train"], features["dev"],
-                          resume_dir=directory, on_epoch=lambda e, s, m: epochs.append((e, m)))
-            cache[case] = (_snapshot(model), directory, epochs)
+            epochs = Epochs()
+            model = _train(RESUME_CASES[case], _resume_params(prepared_dir), features, resume_dir=directory, log=epochs)
+            cache[case] = (_snapshot(model), directory, epochs.seen)
         return cache[case]
 
     return get
@@ -224,17 +238,17 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(case, uninterrupted, f
     run_spec, params = RESUME_CASES[case], _resume_params(prepared_dir)
     directory = tmp_path / "checkpoint"
 
-    first_epochs = []
-    first = train(run_spec, params, features["train"], features["dev"], resume_dir=directory,
-                  stop_after_epochs=1, on_epoch=lambda e, s, m: first_epochs.append((e, m)))
+    first_log = Epochs()
+    first = _train(run_spec, params, features, resume_dir=directory, stop_after_epochs=1, log=first_log)
+    first_epochs = first_log.seen
     assert [e for e, _ in first_epochs] == [0]
     assert (directory / "state.pt").exists() and (directory / "teacher.safetensors").exists()
     after_one = _snapshot(first)
     del first
 
-    resumed_epochs = []
-    resumed = train(run_spec, params, features["train"], features["dev"], resume_dir=directory,
-                    on_epoch=lambda e, s, m: resumed_epochs.append((e, m)))
+    resumed_log = Epochs()
+    resumed = _train(run_spec, params, features, resume_dir=directory, log=resumed_log)
+    resumed_epochs = resumed_log.seen
     # The logger is given the finished epoch again, then the new one.
     assert [e for e, _ in resumed_epochs] == [0, 1]
     assert resumed_epochs[0][1] == first_epochs[0][1]
@@ -252,10 +266,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(case, uninterrupted, f
 
 def test_the_spec_not_the_sweep_says_how_long_a_run_trains(features, prepared_dir):
     params = tiny_params(prepared_dir, sweep={"sst_epochs": 3})
-    epochs = []
-    train(spec(schedule="sst_only", smart=False, epochs=1), params, features["train"], features["dev"],
-          on_epoch=lambda e, s, m: epochs.append(e))
-    assert epochs == [0]
+    epochs = Epochs()
+    _train(spec(schedule="sst_only", smart=False, epochs=1), params, features, log=epochs)
+    assert [epoch for epoch, _ in epochs.seen] == [0]
 
 
 def test_fingerprint_depends_on_spec_and_params(prepared_dir):
@@ -272,13 +285,13 @@ def test_resume_dir_from_other_parameters_is_ignored(uninterrupted, features, pr
     directory = tmp_path / "checkpoint"
     shutil.copytree(full_dir, directory)  # a 2-epoch run's checkpoint, written with lr 1e-5
     other = _resume_params(prepared_dir, lr=2e-5)
-    epochs = []
+    epochs = Epochs()
     with caplog.at_level(logging.INFO, logger="smartmtl.train"):
-        model = train(RESUME_CASES["smart_bregman"], other, features["train"], features["dev"],
-                      resume_dir=directory, stop_after_epochs=1, on_epoch=lambda e, s, m: epochs.append(e))
+        model = _train(RESUME_CASES["smart_bregman"], other, features, resume_dir=directory, stop_after_epochs=1,
+                       log=epochs)
     assert "written with other parameters" in caplog.text
     # Trained from scratch: one fresh epoch, whose checkpoint replaced the foreign one.
-    assert epochs == [0]
+    assert [epoch for epoch, _ in epochs.seen] == [0]
     state = torch.load(directory / "state.pt", weights_only=True)  # tensors and plain values only
     assert state["run_id"] == fingerprint(RESUME_CASES["smart_bregman"], other)
     assert len(state["history"]) == 1

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,3 +66,16 @@ def autocast_for(device: torch.device, requested: str) -> Callable[[], contextli
     """A context-manager factory: bf16 autocast where ``requested`` resolves to bf16, else none."""
     enabled = resolve_precision(requested, device) == "bf16"
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a run computes and in which precision: resolved once, by whoever owns the run."""
+
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+
+
+def resolve_compute(requested_precision: str) -> Compute:
+    device = pick_device()
+    return Compute(device, autocast_for(device, requested_precision))

@@ -24,13 +24,13 @@ from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
 from smartmtl.features import load_features
-from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.hardware import resolve_compute
 from smartmtl.heads import save_model
 from smartmtl.inference import evaluate
 from smartmtl.io import atomic_path, write_json, write_predictions
 from smartmtl.layout import Layout
 from smartmtl.schedules import tasks_of
-from smartmtl.train import train
+from smartmtl.train import TrainingLog, train
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,35 @@ def save_run(model, spec: RunSpec, params: Params, directory: Path) -> None:
     directory.mkdir()
     save_model(model, directory / "model.safetensors")
     write_json({"spec": asdict(spec), "params": params.model_dump(mode="json")}, directory / "run.json")
+
+
+class LiveLog(TrainingLog):
+    """The loop's reports in DVCLive, whose step is the optimizer step: the training terms every
+    few steps, the dev scores and the epoch number (Figure 3's x axis) at each epoch's end, the
+    last epoch's dev scores from the runner's own scoring of the whole dev set. It also keeps
+    how often surgery's task gradients conflicted, per epoch (runs with surgery log it)."""
+
+    def __init__(self, directory: Path):
+        self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+        self.surgery: list[dict[str, float]] = []
+        self.last_step = 0
+
+    def steps(self, step: int, terms: dict[str, float]) -> None:
+        self.live.step = step
+        for key, value in terms.items():
+            self.live.log_metric(key, value)
+
+    def epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        self.steps(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
+        self.last_step = step
+        if "train/surgery_conflict" in metrics:
+            self.surgery.append({"conflict_share": metrics["train/surgery_conflict"],
+                                 "mean_cosine": metrics["train/surgery_cosine"]})
+
+    def end(self, dev_scores: dict[str, float] | None = None) -> None:
+        if dev_scores:
+            self.steps(self.last_step, {f"dev/{k}": v for k, v in dev_scores.items()})
+        self.live.end()
 
 
 def predicts_test(spec: RunSpec) -> bool:
@@ -57,60 +86,32 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if init is not None and not init.exists():
         raise FileNotFoundError(f"{spec.name} starts from the QQP pretrain checkpoint {init}, which does not "
                                 "exist: run `dvc repro pretrain` first")
-    device = pick_device()
-    autocast = autocast_for(device, params.train.precision)
-
+    compute = resolve_compute(params.train.precision)
     started = time.perf_counter()
-    live = Live(dir=str(layout.live_dir(spec.name)), save_dvc_exp=False, dvcyaml=None, report=None) \
-        if distributed.is_main_process() else None
-
-    # DVCLive's step is the optimizer step: the training terms every few steps, the dev scores
-    # and the epoch number (Figure 3's x axis) at each epoch's end.
-    def log_at(step: int, metrics: dict[str, float]) -> None:
-        live.step = step
-        for key, value in metrics.items():
-            live.log_metric(key, value)
-
-    # How often surgery's task gradients conflicted, per epoch (runs with surgery log it).
-    surgery_epochs: list[dict[str, float]] = []
-
-    def log_epoch(epoch: int, step: int, metrics: dict[str, float]) -> None:
-        log_at(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
-        if "train/surgery_conflict" in metrics:
-            surgery_epochs.append({"conflict_share": metrics["train/surgery_conflict"],
-                                   "mean_cosine": metrics["train/surgery_cosine"]})
-
-    # The last epoch is scored on the whole dev set once, for its curve point and for the result.
-    scored: dict[str, tuple[dict[str, float], dict[str, np.ndarray]]] = {}
-
-    def score(model, split: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        if split not in scored:
-            scored[split] = evaluate(model, features[split], params.train.eval_batch_size, device, autocast)
-        return scored[split]
-
+    run_log = LiveLog(layout.live_dir(spec.name)) if distributed.is_main_process() else TrainingLog()
     with distributed.process_group():  # left before scoring: rank 0 scores and saves alone
-        model = train(spec, params, features["train"], features["dev"], init=init,
-                      resume_dir=layout.resume_dir(spec.name), on_epoch=log_epoch if live else lambda *a: None,
-                      on_steps=log_at if live else lambda *a: None,
-                      stop_after_epochs=stop_after_epochs, final_evaluation=lambda model: score(model, "dev")[0])
+        model = train(spec, params, features, compute, init=init, resume_dir=layout.resume_dir(spec.name),
+                      log=run_log, stop_after_epochs=stop_after_epochs)
     train_seconds = time.perf_counter() - started
-    if live:
-        live.end()
     if stop_after_epochs is not None or not distributed.is_main_process():
+        if isinstance(run_log, LiveLog):
+            run_log.end()
         return {}
 
     # Scores only: what the run is lives in its RunSpec, written beside the model.
     record: dict = {}
     for split in ("dev", "test") if predicts_test(spec) else ("dev",):
-        split_scores, predictions = score(model, split)
+        split_scores, predictions = evaluate(model, features[split], params.train.eval_batch_size, compute.device,
+                                             compute.autocast)
         for task in tasks:
             write_predictions(features[split][task].ids, predictions[task], task,
                               layout.predictions_file(spec.name, task, split))
         if split_scores:
             record[split] = split_scores
-    if surgery_epochs:  # epochs of one run are equally long: the run's share is their mean
-        record["surgery"] = {key: float(np.mean([epoch[key] for epoch in surgery_epochs]))
-                             for key in surgery_epochs[0]}
+    run_log.end(record["dev"])
+    if run_log.surgery:  # epochs of one run are equally long: the run's share is their mean
+        record["surgery"] = {key: float(np.mean([epoch[key] for epoch in run_log.surgery]))
+                             for key in run_log.surgery[0]}
     record["train_seconds"] = round(train_seconds, 1)
 
     with atomic_path(layout.model_dir(spec.name)) as directory:

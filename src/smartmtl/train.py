@@ -7,8 +7,10 @@ in turn (the gradients add up, as for the summed loss, while only one task's gra
 in memory); with surgery each task's shared-encoder gradient is set aside (one flat vector
 per task) and PCGrad combines them.
 
-After each epoch the loop scores the dev set, logs, and saves a resume checkpoint, so an
-interrupted run started again continues from its last finished epoch and ends the same.
+After each epoch but the last the loop scores a part of the dev set for the learning curves,
+logs, and saves a resume checkpoint, so an interrupted run started again continues from its
+last finished epoch and ends the same. The last epoch's model is scored by the caller, the
+runner (:mod:`smartmtl.runner`), which owns the run: its device, its outputs, its log.
 Under torchrun each process trains its slice of every batch (:mod:`smartmtl.distributed`);
 the caller runs :func:`train` inside :func:`smartmtl.distributed.process_group`.
 """
@@ -22,7 +24,6 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from safetensors.torch import load_file
 from smartmtl import distributed, pcgrad, smart
 from smartmtl.config import Params
 from smartmtl.features import TaskFeatures
-from smartmtl.hardware import autocast_for, pick_device
+from smartmtl.hardware import Compute
 from smartmtl.heads import MultitaskModel, build_model, save_model
 from smartmtl.inference import evaluate
 from smartmtl.progress import Progress
@@ -41,7 +42,7 @@ from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.variants import RunSpec
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 # --- one step -----------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def load_resume(directory: Path, model, optimizer, scheduler, teacher, run_id: s
         return []
     state = torch.load(state_file, weights_only=True)
     if state["run_id"] != run_id:
-        log.info("ignoring %s: it was written with other parameters", directory)
+        logger.info("ignoring %s: it was written with other parameters", directory)
         return []
     model.load_state_dict(load_file(directory / "model.safetensors"))
     if teacher is not None:
@@ -219,28 +220,36 @@ def load_resume(directory: Path, model, optimizer, scheduler, teacher, run_id: s
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     surgery_rng.set_state(state["surgery_rng"])
-    log.info("resuming %s after epoch %d", directory, len(state["history"]))
+    logger.info("resuming %s after epoch %d", directory, len(state["history"]))
     return state["history"]
 
 
 # --- the loop -----------------------------------------------------------------------------
 
-def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], dev_data: dict[str, TaskFeatures],
-          *, init: Path | None = None, resume_dir: Path | None = None,
-          on_epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, step, metrics: None,
-          on_steps: Callable[[int, dict[str, float]], None] = lambda step, metrics: None,
-          stop_after_epochs: int | None = None,
-          final_evaluation: Callable[[MultitaskModel], dict[str, float]] | None = None) -> MultitaskModel:
-    """Train ``spec``; after each epoch score ``train.epoch_eval_rows`` dev rows, or, after the
-    last, call ``final_evaluation`` instead (the runner scores the whole dev set once there).
+class TrainingLog:
+    """Where the loop reports; this one forgets everything (the runner's writes DVCLive).
 
-    ``on_epoch(epoch, step, metrics)`` receives each epoch's dev scores and mean training
-    terms; ``on_steps(step, terms)`` the training terms' means over the last few optimizer
-    steps, LOG_POINTS times per run, so that curves are curves even for one-epoch runs."""
+    ``steps(step, terms)``: the training terms' means over the last few optimizer steps,
+    LOG_POINTS times per run, so that curves are curves even for one-epoch runs.
+    ``epoch(epoch, step, metrics)``: at each epoch's end, its dev scores (none after the last
+    epoch: the caller scores that model) and its mean training terms."""
+
+    def steps(self, step: int, terms: dict[str, float]) -> None:
+        pass
+
+    def epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+
+def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]], compute: Compute, *,
+          init: Path | None = None, resume_dir: Path | None = None, log: TrainingLog = TrainingLog(),
+          stop_after_epochs: int | None = None) -> MultitaskModel:
+    """Train ``spec`` on ``data["train"]``, scoring ``train.epoch_eval_rows`` rows of
+    ``data["dev"]`` after each epoch but the last, and return the trained model."""
     tp = params.train
     torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
-    device = pick_device()
-    autocast = autocast_for(device, tp.precision)
+    device, autocast = compute.device, compute.autocast
+    train_data, dev_data = data["train"], data["dev"]
     tasks = tasks_of(spec.schedule)
 
     model = build_model(spec, params, init).to(device)
@@ -268,8 +277,8 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
     run_id = fingerprint(spec, params)
     history = load_resume(resume_dir, model, optimizer, scheduler, teacher, run_id, surgery_rng) \
         if resume_dir else []
-    for epoch, metrics in enumerate(history):  # the logger starts afresh: give it the epochs done
-        on_epoch(epoch, sum(len(e) for e in plan[:epoch + 1]), metrics)
+    for epoch, metrics in enumerate(history):  # the log starts afresh: give it the epochs done
+        log.epoch(epoch, sum(len(e) for e in plan[:epoch + 1]), metrics)
     done = len(history)
     step = sum(len(epoch) for epoch in plan[:done])
     log_every = max(1, total_steps // LOG_POINTS)
@@ -290,24 +299,22 @@ def train(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], de
                 teacher.update(model)
             step += 1
             if step % log_every == 0 and distributed.is_main_process():
-                on_steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
+                log.steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
             progress.step(sum(len(indices) for indices in batches.values()))
         progress.close()
 
-        if final_evaluation is not None and epoch == len(plan) - 1:
-            metrics = final_evaluation(model)
-        else:
-            metrics, _ = evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows), tp.eval_batch_size,
-                                  device, autocast)
+        last = epoch == len(plan) - 1
+        metrics = {} if last else evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows),
+                                           tp.eval_batch_size, device, autocast)[0]
         seconds = time.perf_counter() - started
         history.append({**{f"dev/{k}": v for k, v in metrics.items()},
                         **{f"train/{k}": v for k, v in terms.means().items()}, "train/seconds": seconds})
         if distributed.is_main_process():
-            log.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
-                     ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), seconds)
-            on_epoch(epoch, step, history[-1])
+            logger.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
+                        ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "trained", seconds)
+            log.epoch(epoch, step, history[-1])
             # Not after the last epoch: the runner saves the model and removes the resume directory.
-            if resume_dir and epoch + 1 < len(plan):
+            if resume_dir and not last:
                 save_resume(resume_dir, history, model, optimizer, scheduler, teacher, run_id, surgery_rng)
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
