@@ -140,8 +140,6 @@ class Variant(_Strict):
     schedule: Schedule
     surgery: bool = False
     pretrained: bool = False
-    lambda_s: float | None = Field(None, ge=0)
-    dropout: float | None = Field(None, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -80,10 +80,9 @@ def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
     return RunSpec(
         name=run_name(row, seed), kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
         epochs=schedule_epochs(params, variant.schedule),
-        smart=with_smart, surgery=variant.surgery, pretrained=variant.pretrained,
-        dropout=params.model.dropout if variant.dropout is None else variant.dropout,
+        smart=with_smart, surgery=variant.surgery, pretrained=variant.pretrained, dropout=params.model.dropout,
         # A row without SMART has no lambda_s, so that smart.lambda_s cannot change it.
-        lambda_s=(params.smart.lambda_s if variant.lambda_s is None else variant.lambda_s) if with_smart else 0.0,
+        lambda_s=params.smart.lambda_s if with_smart else 0.0,
         seed=seed, row=row,
     )
 
