@@ -6,7 +6,8 @@ import dataclasses
 
 from conftest import tiny_params
 
-from smartmtl.variants import grid_spec, planned_runs, pretrain_spec, saved_spec, sst_lambda_spec, table2_spec
+from smartmtl.variants import (TABLE2_CELL, grid_spec, planned_runs, pretrain_spec, saved_spec, smart_pretrain_row,
+                               sst_lambda_spec, table2_spec)
 
 # Three different values, so that a spec that read the wrong setting shows it.
 EPOCHS = {"train": {"epochs": 3, "pretrain_epochs": 5}, "sweep": {"sst_epochs": 7}}
@@ -29,6 +30,21 @@ def test_the_builders_agree_with_planned_runs():
     assert table2_spec(params, row, 0).epochs == 3
     assert grid_spec(params, params.model.dropout, params.smart.lambda_s, 0).epochs == 3
     assert sst_lambda_spec(params, params.sweep.sst_lambda_s[0], 0).epochs == 7
+
+
+def test_table2s_pretrain_row_is_the_grid_cell_on_the_grid_and_a_run_of_its_own_off_it():
+    on = tiny_params()  # dropout 0.1 and lambda_s 1.0: a cell of the smoke sweep
+    assert smart_pretrain_row(on) == "grid-d0.1-l1.0"
+    assert TABLE2_CELL not in {spec.row for spec in planned_runs(on)}
+    for off in (tiny_params(model={"dropout": 0.2}), tiny_params(smart={"lambda_s": 2.0})):
+        assert smart_pretrain_row(off) == TABLE2_CELL
+        cells = [spec for spec in planned_runs(off) if spec.row == TABLE2_CELL]
+        assert [spec.name for spec in cells] == [f"{TABLE2_CELL}-s{seed}" for seed in off.sweep.seeds]
+        # It trains as a grid cell would at the parameters' own dropout and lambda_s, but is
+        # no grid cell: not an ensemble member under "auto".
+        cell = grid_spec(off, off.sweep.dropout[0], off.sweep.lambda_s[0], cells[0].seed)
+        assert cells[0].config() == {**cell.config(), "dropout": off.model.dropout, "lambda_s": off.smart.lambda_s}
+        assert cells[0].kind == "table2" and cells[0].label == cell.label
 
 
 def test_a_saved_spec_reads_back_and_old_ones_get_the_epochs_they_trained():
