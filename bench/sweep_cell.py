@@ -35,7 +35,7 @@ from smartmtl.inference import evaluate
 from smartmtl.presets import render
 from smartmtl.tasks import combine
 from smartmtl.train import train
-from smartmtl.variants import grid_spec, pretrain_spec
+from smartmtl.variants import pretrain_spec, table2_cell_spec
 
 
 def parse_run(text: str, base: dict) -> tuple[str, dict]:
@@ -103,9 +103,8 @@ def main() -> None:
             save_model(model, pretrain_file)
             print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
-        # params requires model.dropout and smart.lambda_s to be a cell of the sweep: Table 2's row.
-        spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, params.train.seed),
-                                   name=name)
+        # Concat+SMART+Pretrain at (model.dropout, smart.lambda_s), on the grid or off it.
+        spec = dataclasses.replace(table2_cell_spec(params, params.train.seed), name=name)
         started = time.perf_counter()
         compute = resolve_compute(params.train.precision)
         model = train(spec, params, features, compute, init=pretrain_file)

@@ -77,7 +77,7 @@ def run_phase(phase: str, args) -> dict:
     from smartmtl.hardware import autocast_for, pick_device, resolve_precision
     from smartmtl.heads import build_model
     from smartmtl.train import StepTerms, smart_settings, step_gradients
-    from smartmtl.variants import grid_spec
+    from smartmtl.variants import table2_cell_spec
 
     params = load_params(args.params)
     device = pick_device()
@@ -99,7 +99,7 @@ def run_phase(phase: str, args) -> dict:
                            precision)
         return {"examples_per_s": speed, "peak_mib": peak_mib(torch, device), "precision": precision}
 
-    spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, 0), name="bench",
+    spec = dataclasses.replace(table2_cell_spec(params, 0), name="bench",
                                smart=phase.startswith("smart"), surgery=phase == "pcgrad", pretrained=False)
     torch.manual_seed(0)
     model = build_model(spec, params).to(device).train()

@@ -16,12 +16,31 @@ from pathlib import Path
 
 import typer
 
-from smartmtl.runner import run
+from smartmtl.outputs import write_untrained
 from smartmtl.stage import PARAMS_OPTION, stage_context
-from smartmtl.variants import grid_spec, sst_lambda_spec, table2_spec
+from smartmtl.variants import (
+    TABLE2_CELL,
+    grid_spec,
+    run_name,
+    smart_pretrain_row,
+    sst_lambda_spec,
+    table2_cell_spec,
+    table2_spec,
+)
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 SEED = typer.Option(..., help="The run's seed (a value of sweep.seeds).")
+
+
+def run(spec, settings) -> None:
+    # Imported on use, so that table2-cell on the grid (which trains nothing) starts without
+    # torch and transformers; with the collector off while they load, as smartmtl.stage explains.
+    gc.disable()
+    from smartmtl.runner import run as train_and_score
+
+    gc.freeze()
+    gc.enable()
+    train_and_score(spec, settings)
 
 
 @app.command()
@@ -39,6 +58,17 @@ def grid(dropout: float = typer.Option(..., help="A value of sweep.dropout."),
     """Train Concat+SMART+Pretrain at one dropout x lambda_s cell of Table 3."""
     with stage_context("finetune", params) as settings:
         run(grid_spec(settings, dropout, lambda_s, seed), settings)
+
+
+@app.command("table2-cell")
+def table2_cell(seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
+    """Train Table 2's Concat+SMART+Pretrain at (model.dropout, smart.lambda_s) unless that cell is on the grid."""
+    with stage_context("finetune", params) as settings:
+        row = smart_pretrain_row(settings)
+        if row == TABLE2_CELL:
+            run(table2_cell_spec(settings, seed), settings)
+        else:
+            write_untrained(run_name(TABLE2_CELL, seed), stand_in=run_name(row, seed))
 
 
 @app.command("sst-lambda")

@@ -181,8 +181,13 @@ def test_defined_stages_are_dvc_yamls_stages_with_each_matrix_item_expanded():
     defined = defined_stages()
     expanded = {name for name in defined if "@" in name}
     assert defined - expanded == {"prepare", "pretrain", "ensemble", "analyze", "report"}
-    assert {name.split("@")[0] for name in expanded} == {"finetune", "finetune-smart", "grid", "sst_lambda"}
-    assert len(expanded) == len(planned_runs(params))  # one stage per run the sweep plans
+    assert {name.split("@")[0] for name in expanded} == {"finetune", "finetune-smart", "grid", "table2-cell",
+                                                         "sst_lambda"}
+    # One stage per run the sweep plans, and one table2-cell stage per seed: it trains only where
+    # the grid lacks Table 2's cell, which the committed params.yaml does not.
+    cells = {name for name in expanded if name.startswith("table2-cell@")}
+    assert len(cells) == len(params.sweep.seeds)
+    assert len(expanded - cells) == len(planned_runs(params))
     assert f"finetune@baseline-{params.sweep.seeds[0]}" in expanded
 
 

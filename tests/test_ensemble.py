@@ -13,7 +13,7 @@ from smartmtl.config import parse_params
 from smartmtl.ensemble import EnsembleError, build_ensemble, select_members
 from smartmtl.evaluate import overall_score
 from smartmtl.layout import Layout
-from smartmtl.outputs import load_model_metrics, move_stale
+from smartmtl.outputs import load_model_metrics, move_stale, write_untrained
 from smartmtl.tasks import combine, vote
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]
@@ -134,6 +134,18 @@ def test_outputs_of_runs_no_longer_defined_move_to_stale(tmp_path):
     write_model(tmp_path, OLD, 0.90, SST_GOLD, QQP_GOLD, STS_GOLD)
     assert move_stale(params(), Layout(tmp_path)) == [OLD]
     assert json.loads((tmp_path / "stale" / "metrics" / "finetune" / f"{OLD}.json").read_text())["dev"]["overall"] == 0.90
+
+
+def test_the_table2_cell_stage_writes_empty_outputs_on_the_grid_and_they_stay(tmp_path):
+    layout, name = Layout(tmp_path), "table2-cell-s0"
+    write_model(tmp_path, name, 0.9, SST_GOLD, QQP_GOLD, STS_GOLD)  # trained while its cell was off the grid
+    write_untrained(name, stand_in=GRID_C, layout=layout)
+    for folder in (layout.model_dir(name), layout.predictions_dir(name), layout.live_dir(name)):
+        assert folder.is_dir() and not any(folder.iterdir())
+    assert json.loads(layout.metrics_file(name).read_text()) == {"same_as": GRID_C}
+    # No result is read from them, but they stay: DVC would rerun a stage whose outputs moved away.
+    assert name not in load_model_metrics(tmp_path / "metrics" / "finetune", params())
+    assert move_stale(params(), layout) == []
 
 
 def test_untrained_member_error_names_it_and_lists_existing(tmp_path):

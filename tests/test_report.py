@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from smartmtl import presets
+from smartmtl.claims import table5
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
-from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report
+from smartmtl.outputs import load_model_metrics
+from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report, table2
 
 VARIANTS = {
     "baseline": {"label": "Baseline", "head": "separate", "schedule": "sequential"},
@@ -28,11 +30,11 @@ SMART_VARIANTS = {
 }
 
 
-def make_params():
+def make_params(dropout: float = 0.3):
     return parse_params(
         {
             "preset": "laptop",
-            "model": {"dropout": 0.3},
+            "model": {"dropout": dropout},
             "smart": {"lambda_s": 1.0},
             "sweep": {"seeds": [0, 1, 2], "dropout": [0.1, 0.3, 0.7], "lambda_s": [1.0, 5.0],
                       "sst_lambda_s": [1.0, 5.0]},
@@ -112,6 +114,18 @@ def test_table2_has_paper_beside_ours_and_maps_pretrain_row_to_grid_cell(root):
     assert row["n"] == 1 and math.isnan(row["SST sd"])
     assert row["Overall (paper)"] == 0.791
     assert "dropout=0.3, lambda_s=1" in row["Our row"]
+
+
+def test_table2_and_the_claims_read_the_pretrain_rows_own_runs_off_the_grid(root):
+    params = make_params(dropout=0.2)  # not in sweep.dropout
+    for seed in (0, 1, 2):
+        write_metrics(root, "table2-cell", "table2", scores(0.5 + 0.01 * seed), seed=seed)
+    metrics = load_model_metrics(root / "metrics" / "finetune", params)
+    row = table2(params, metrics)[0].set_index("Model").loc["Concat+SMART+Pretrain"]
+    assert row["Our row"] == "table2-cell (dropout=0.2, lambda_s=1)"
+    assert row["SST"] == pytest.approx(0.51) and row["n"] == 3
+    claims = table5(params, metrics)
+    assert (claims[claims["Claim"].str.startswith("QQP pretraining")]["n"] == 3).all()  # the grid cell has 1 seed
 
 
 def test_table2_missing_model_is_nan_with_note(root):

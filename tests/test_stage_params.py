@@ -133,8 +133,9 @@ def project(tmp_path, monkeypatch):
     # Two epochs each, so that what is read between epochs (train.epoch_eval_rows) is read.
     raw["train"].update(batch_size=4, eval_batch_size=8, precision="fp32", epochs=2, pretrain_epochs=2,
                         epoch_eval_rows=2)
-    raw["sweep"].update(seeds=[0], dropout=[raw["model"]["dropout"]], lambda_s=[raw["smart"]["lambda_s"]],
-                        sst_lambda_s=[1.0], sst_epochs=2)
+    # A grid without model.dropout, so that the table2-cell stage trains: on the grid it reads
+    # only the keys that say so, which it reads here too.
+    raw["sweep"].update(seeds=[0], dropout=[0.1], lambda_s=[raw["smart"]["lambda_s"]], sst_lambda_s=[1.0], sst_epochs=2)
     raw["ensemble"]["size"] = 1
     raw["variants"] = {"concat": raw["variants"]["concat"]}
     raw["smart_variants"] = {row: raw["smart_variants"][row] for row in ("concat_smart", "concat_smart_surgery_pretrain")}
@@ -151,7 +152,7 @@ def test_each_stage_reads_what_dvc_yaml_declares(project: Path, monkeypatch):
     recorder = ReadRecorder(params)
     monkeypatch.setattr(stage, "load_params", lambda path: params)  # every stage gets the recorded object
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    lambda_s, dropout = params.smart.lambda_s, params.model.dropout
+    lambda_s, dropout = params.sweep.lambda_s[0], params.sweep.dropout[0]
     runs = [  # (dvc.yaml stage, matrix item, script, arguments): each stage in pipeline order
         ("prepare", {}, "stages/prepare.py", []),
         ("pretrain", {}, "stages/pretrain.py", []),
@@ -163,6 +164,7 @@ def test_each_stage_reads_what_dvc_yaml_declares(project: Path, monkeypatch):
          ["variant", "concat_smart_surgery_pretrain", "--seed", "0"]),
         ("grid", {"dropout": dropout, "lambda_s": lambda_s}, "stages/finetune.py",
          ["grid", "--dropout", str(dropout), "--lambda-s", str(lambda_s), "--seed", "0"]),
+        ("table2-cell", {"seed": 0}, "stages/finetune.py", ["table2-cell", "--seed", "0"]),
         ("sst_lambda", {"lambda_s": 1.0}, "stages/finetune.py", ["sst-lambda", "--lambda-s", "1.0", "--seed", "0"]),
         ("ensemble", {}, "stages/ensemble.py", []),
         ("analyze", {}, "stages/analyze.py", ["--model", "ensemble"]),

@@ -6,7 +6,17 @@ import dataclasses
 
 from conftest import tiny_params
 
-from smartmtl.variants import grid_row, planned_runs, pretrain_spec, run_name, saved_spec, sst_lambda_row
+from smartmtl.variants import (
+    TABLE2_CELL,
+    grid_row,
+    grid_spec,
+    planned_runs,
+    pretrain_spec,
+    run_name,
+    saved_spec,
+    smart_pretrain_row,
+    sst_lambda_row,
+)
 
 # Three different values, so that a spec that read the wrong setting shows it.
 EPOCHS = {"train": {"epochs": 3, "pretrain_epochs": 5}, "sweep": {"sst_epochs": 7}}
@@ -30,6 +40,21 @@ def test_planned_runs_are_every_row_once_with_each_seed_in_dvc_yamls_order():
             *(sst_lambda_row(lam) for lam in params.sweep.sst_lambda_s)]
     assert len(params.sweep.dropout) > 1 and len(params.sweep.sst_lambda_s) > 1  # so that a row left out shows
     assert [spec.name for spec in planned_runs(params)] == [run_name(row, seed) for row in rows for seed in (0, 1)]
+
+
+def test_table2s_pretrain_row_is_the_grid_cell_on_the_grid_and_a_run_of_its_own_off_it():
+    on = tiny_params()  # dropout 0.1 and lambda_s 1.0: a cell of the smoke sweep
+    assert smart_pretrain_row(on) == "grid-d0.1-l1.0"
+    assert TABLE2_CELL not in {spec.row for spec in planned_runs(on)}
+    for off in (tiny_params(model={"dropout": 0.2}), tiny_params(smart={"lambda_s": 2.0})):
+        assert smart_pretrain_row(off) == TABLE2_CELL
+        cells = [spec for spec in planned_runs(off) if spec.row == TABLE2_CELL]
+        assert [spec.name for spec in cells] == [f"{TABLE2_CELL}-s{seed}" for seed in off.sweep.seeds]
+        # It trains as a grid cell would at the parameters' own dropout and lambda_s, but is
+        # no grid cell: not an ensemble member under "auto".
+        cell = grid_spec(off, off.sweep.dropout[0], off.sweep.lambda_s[0], cells[0].seed)
+        assert cells[0].config() == {**cell.config(), "dropout": off.model.dropout, "lambda_s": off.smart.lambda_s}
+        assert cells[0].kind == "table2" and cells[0].label == cell.label
 
 
 def test_a_saved_spec_reads_back_and_old_ones_get_the_epochs_they_trained():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from smartmtl.config import Params
-from smartmtl.variants import grid_row, sst_lambda_row
+from smartmtl.variants import smart_pretrain_row, sst_lambda_row
 
 METRICS = ("sst", "qqp", "sts", "overall")
 
@@ -109,7 +109,7 @@ def verdict(claim: Claim, comparison: Comparison, p_difference: float, p_equival
 
 def paper_claims(params: Params) -> list[Claim]:
     """The paper's claims (Section 5.4), with the rows that test each."""
-    cell = grid_row(params.model.dropout, params.smart.lambda_s)
+    cell = smart_pretrain_row(params)
     low, high = min(params.sweep.sst_lambda_s), max(params.sweep.sst_lambda_s)
     return [
         Claim("smart_sequential", "SMART helps in sequential training (Concat+SMART vs Concat)",

@@ -259,22 +259,6 @@ class Params(_Strict):
                              "smart_variants (only that stage declares surgery.*)")
         return self
 
-    @model_validator(mode="after")
-    def _table2_row_in_grid(self) -> Params:
-        # Table 2's Concat+SMART+Pretrain row is the grid cell at the default dropout and
-        # lambda_s, trained once for both tables; so that cell must exist.
-        if self.model.dropout not in self.sweep.dropout:
-            raise ValueError(
-                f"model.dropout={self.model.dropout} must be one of sweep.dropout={self.sweep.dropout} "
-                "(Table 2's Concat+SMART+Pretrain row is that grid cell)"
-            )
-        if self.smart.lambda_s not in self.sweep.lambda_s:
-            raise ValueError(
-                f"smart.lambda_s={self.smart.lambda_s} must be one of sweep.lambda_s={self.sweep.lambda_s} "
-                "(Table 2's Concat+SMART+Pretrain row is that grid cell)"
-            )
-        return self
-
 
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters"]

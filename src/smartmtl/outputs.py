@@ -15,9 +15,9 @@ import logging
 import shutil
 
 from smartmtl.config import Params
-from smartmtl.io import read_json
+from smartmtl.io import read_json, write_json
 from smartmtl.layout import Layout
-from smartmtl.variants import PRETRAIN, planned_runs
+from smartmtl.variants import PRETRAIN, TABLE2_CELL, planned_runs, run_name
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ def move_stale(params: Params, layout: Layout = Layout()) -> list[str]:
 
     Nothing is lost: models are in DVC's cache, metrics and curves in git's history, and
     ``stale/`` keeps the latest copy of each until a later move replaces it."""
-    current = {spec.name for spec in planned_runs(params)} | {PRETRAIN, ENSEMBLE_NAME}
+    # The table2-cell stage exists for every seed, and writes its outputs even where it trains nothing.
+    table2_cell = {run_name(TABLE2_CELL, seed) for seed in params.sweep.seeds}
+    current = {spec.name for spec in planned_runs(params)} | table2_cell | {PRETRAIN, ENSEMBLE_NAME}
     folders = [layout.models, layout.predictions, layout.live]
     found = {path.name for folder in folders if folder.is_dir() for path in folder.iterdir() if path.is_dir()}
     if layout.finetune_metrics.is_dir():
@@ -59,3 +61,18 @@ def move_stale(params: Params, layout: Layout = Layout()) -> list[str]:
         log.info("%s: not defined by params.yaml any more; its outputs moved to %s/", name, layout.stale)
     return moved
 
+
+def write_untrained(name: str, stand_in: str, layout: Layout = Layout()) -> None:
+    """Write run ``name``'s outputs for a stage that trains nothing: its folders empty, its
+    metrics file naming the run ``stand_in`` that is its row's result.
+
+    The `table2-cell` stage trains Table 2's Concat+SMART+Pretrain row only when the grid lacks
+    its (dropout, lambda_s) cell; when the grid has it, that cell's run is the row. DVC cannot
+    make a stage exist or not by a parameter's value (a matrix's list is taken as written; no
+    expression can pick the cells the grid lacks) and fails a stage that does not write every
+    output it declares. So the stage always exists, and on the grid it writes these outputs
+    instead of training the cell a second time."""
+    for folder in (layout.model_dir(name), layout.predictions_dir(name), layout.live_dir(name)):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    write_json({"same_as": stand_in}, layout.metrics_file(name))

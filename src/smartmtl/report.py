@@ -20,7 +20,7 @@ from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.layout import CURVES_PNG, FIG3_PNG, FIG4_CONFUSION_PNG, FIG4_SCATTER_PNG, TABLE1, Layout
 from smartmtl.outputs import load_model_metrics
 from smartmtl.tasks import TASKS
-from smartmtl.variants import grid_row
+from smartmtl.variants import grid_row, smart_pretrain_row
 
 COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
 
@@ -162,10 +162,10 @@ def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
     defined = params.table2_rows()
     for paper in PAPER_TABLE2:
         key = paper["model"]
-        if key is None:  # Concat+SMART+Pretrain is the grid cell at the default dropout and lambda_s
-            dropout, lambda_s = params.model.dropout, params.smart.lambda_s
-            source = f"grid cell dropout={dropout:g}, lambda_s={lambda_s:g}"
-            runs = rows_by_key.get(grid_row(dropout, lambda_s), {})
+        if key is None:  # Concat+SMART+Pretrain: a grid cell, or its own row off the grid
+            name, dropout, lambda_s = smart_pretrain_row(params), params.model.dropout, params.smart.lambda_s
+            source = f"{name} (dropout={dropout:g}, lambda_s={lambda_s:g})"
+            runs = rows_by_key.get(name, {})
         else:
             source = key
             runs = rows_by_key.get(key, {}) if key in defined else {}

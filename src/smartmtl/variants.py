@@ -14,6 +14,8 @@ from smartmtl.config import Params
 from smartmtl.errors import UserError
 
 PRETRAIN = "pretrain"
+# Table 2's Concat+SMART+Pretrain row when its (dropout, lambda_s) is not a cell of the grid.
+TABLE2_CELL = "table2-cell"
 
 
 class VariantError(UserError, ValueError):
@@ -80,8 +82,7 @@ def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
     return RunSpec(
         name=run_name(row, seed), kind="table2", label=variant.label, head=variant.head, schedule=variant.schedule,
         epochs=schedule_epochs(params, variant.schedule),
-        smart=with_smart, surgery=variant.surgery, pretrained=variant.pretrained,
-        dropout=params.model.dropout,
+        smart=with_smart, surgery=variant.surgery, pretrained=variant.pretrained, dropout=params.model.dropout,
         # A row without SMART has no lambda_s, so that smart.lambda_s cannot change it.
         lambda_s=params.smart.lambda_s if with_smart else 0.0,
         seed=seed, row=row,
@@ -95,8 +96,26 @@ def grid_spec(params: Params, dropout: float, lambda_s: float, seed: int) -> Run
             f"grid cell dropout={dropout}, lambda_s={lambda_s} is not in the sweep "
             f"(sweep.dropout={params.sweep.dropout}, sweep.lambda_s={params.sweep.lambda_s})"
         )
-    row = grid_row(dropout, lambda_s)
-    return RunSpec(run_name(row, seed), "grid", "Concat+SMART+Pretrain", "concat", "simultaneous",
+    return _smart_pretrain(params, "grid", grid_row(dropout, lambda_s), dropout, lambda_s, seed)
+
+
+def smart_pretrain_row(params: Params) -> str:
+    """Table 2's Concat+SMART+Pretrain row: the grid cell at (model.dropout, smart.lambda_s),
+    trained once for both tables, or, when the sweep lacks that cell, a row of its own."""
+    dropout, lambda_s = params.model.dropout, params.smart.lambda_s
+    if dropout in params.sweep.dropout and lambda_s in params.sweep.lambda_s:
+        return grid_row(dropout, lambda_s)
+    return TABLE2_CELL
+
+
+def table2_cell_spec(params: Params, seed: int) -> RunSpec:
+    """Concat+SMART+Pretrain at (model.dropout, smart.lambda_s) as a row of its own: the
+    `table2-cell` stage trains it when that cell is not on the grid (see smart_pretrain_row)."""
+    return _smart_pretrain(params, "table2", TABLE2_CELL, params.model.dropout, params.smart.lambda_s, seed)
+
+
+def _smart_pretrain(params: Params, kind: str, row: str, dropout: float, lambda_s: float, seed: int) -> RunSpec:
+    return RunSpec(run_name(row, seed), kind, "Concat+SMART+Pretrain", "concat", "simultaneous",
                    epochs=schedule_epochs(params, "simultaneous"), smart=True, surgery=False, pretrained=True,
                    dropout=dropout, lambda_s=lambda_s, seed=seed, row=row)
 
@@ -116,9 +135,11 @@ def planned_runs(params: Params) -> list[RunSpec]:
     results (ensemble, analysis, report) look runs up by these names, so the files of runs an
     earlier params.yaml defined are never read as results (:mod:`smartmtl.outputs` moves them aside)."""
     seeds = params.sweep.seeds
+    off_grid = smart_pretrain_row(params) == TABLE2_CELL
     return [
         *(table2_spec(params, row, seed) for row in params.table2_rows() for seed in seeds),
         *(grid_spec(params, d, lam, seed) for d in params.sweep.dropout for lam in params.sweep.lambda_s for seed in seeds),
+        *(table2_cell_spec(params, seed) for seed in seeds if off_grid),
         *(sst_lambda_spec(params, lam, seed) for lam in params.sweep.sst_lambda_s for seed in seeds),
     ]
 
