@@ -24,6 +24,7 @@ from smartmtl.variants import (
     run_name,
     smart_pretrain_row,
     sst_lambda_spec,
+    table2_cell_seeds,
     table2_cell_spec,
     table2_spec,
 )
@@ -62,13 +63,12 @@ def grid(dropout: float = typer.Option(..., help="A value of sweep.dropout."),
 
 @app.command("table2-cell")
 def table2_cell(seed: int = SEED, params: Path = PARAMS_OPTION) -> None:
-    """Train Table 2's Concat+SMART+Pretrain at (model.dropout, smart.lambda_s) unless that cell is on the grid."""
+    """Train Table 2's Concat+SMART+Pretrain at (model.dropout, smart.lambda_s) unless the grid trains that run."""
     with stage_context("finetune", params) as settings:
-        row = smart_pretrain_row(settings)
-        if row == TABLE2_CELL:
+        if seed in table2_cell_seeds(settings):
             run(table2_cell_spec(settings, seed), settings)
         else:
-            write_untrained(run_name(TABLE2_CELL, seed), stand_in=run_name(row, seed))
+            write_untrained(run_name(TABLE2_CELL, seed), stand_in=run_name(smart_pretrain_row(settings), seed))
 
 
 @app.command("sst-lambda")

@@ -120,7 +120,7 @@ def test_table2_and_the_claims_read_the_pretrain_rows_own_runs_off_the_grid(root
     params = make_params(dropout=0.2)  # not in sweep.dropout
     for seed in (0, 1, 2):
         write_metrics(root, "table2-cell", "table2", scores(0.5 + 0.01 * seed), seed=seed)
-    metrics = load_model_metrics(root / "metrics" / "finetune", params)
+    metrics = load_model_metrics(params, Layout(root))
     row = table2(params, metrics)[0].set_index("Model").loc["Concat+SMART+Pretrain"]
     assert row["Our row"] == "table2-cell (dropout=0.2, lambda_s=1)"
     assert row["SST"] == pytest.approx(0.51) and row["n"] == 3

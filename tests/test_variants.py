@@ -34,12 +34,22 @@ def test_each_schedule_takes_its_own_epochs_setting():
 
 
 def test_planned_runs_are_every_row_once_with_each_seed_in_dvc_yamls_order():
-    params = tiny_params(sweep={"seeds": [0, 1]})
-    rows = [*params.table2_rows(),
-            *(grid_row(d, lam) for d in params.sweep.dropout for lam in params.sweep.lambda_s),
-            *(sst_lambda_row(lam) for lam in params.sweep.sst_lambda_s)]
+    params = tiny_params(sweep={"seeds": [0, 1], "descriptive_seeds": [0]})
     assert len(params.sweep.dropout) > 1 and len(params.sweep.sst_lambda_s) > 1  # so that a row left out shows
-    assert [spec.name for spec in planned_runs(params)] == [run_name(row, seed) for row in rows for seed in (0, 1)]
+    cell = smart_pretrain_row(params)  # Table 2's Concat+SMART+Pretrain: a grid cell here
+    expected = [
+        # The rows no claim compares train with the descriptive seeds only, the others with all.
+        *(run_name(row, seed) for row in params.descriptive_variants for seed in (0,)),
+        *(run_name(row, seed) for row in [*params.variants, *params.smart_variants] for seed in (0, 1)),
+        *(run_name(grid_row(d, lam), 0) for d in params.sweep.dropout for lam in params.sweep.lambda_s),
+        run_name(TABLE2_CELL, 1),  # the claims' seed of Table 2's cell that the grid does not train
+        *(run_name(sst_lambda_row(lam), seed) for lam in params.sweep.sst_lambda_s for seed in (0, 1)),
+    ]
+    planned = planned_runs(params)
+    assert [spec.name for spec in planned] == expected
+    extra = planned[expected.index(run_name(TABLE2_CELL, 1))]
+    assert (extra.row, extra.kind, extra.seed) == (cell, "grid", 1)  # a seed of the grid cell's row
+    assert {spec.seed for spec in planned if spec.row == cell} == {0, 1}
 
 
 def test_table2s_pretrain_row_is_the_grid_cell_on_the_grid_and_a_run_of_its_own_off_it():

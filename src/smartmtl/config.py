@@ -173,12 +173,24 @@ class SweepParams(_Strict):
     # Every fine-tuning run (Table 2's rows, Table 3's cells, Figure 3's runs) once per seed:
     # tables report mean and spread, Table 5 pairs runs of the same seed.
     seeds: list[int] = Field([0, 1, 2], min_length=1)
+    # The rows no claim compares (descriptive_variants, Table 3's cells) train with these seeds
+    # only, a subset of ``seeds``: they describe, the claims test. Table 2's Concat+SMART+Pretrain
+    # row, a claim's row and a Table 3 cell, trains its other seeds in the table2-cell stage.
+    # Left out, it is ``seeds``: every row trains every seed.
+    descriptive_seeds: list[int] = Field([0, 1, 2], min_length=1)
     # Table 3: Concat+SMART+Pretrain for every dropout x lambda_s.
     dropout: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5], min_length=1)
     lambda_s: list[float] = Field([1.0, 5.0], min_length=1)
     # Figure 3: SST trained alone for each lambda_s.
     sst_lambda_s: list[float] = Field([0.5, 1.0, 5.0, 10.0], min_length=1)
     sst_epochs: int = Field(10, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _descriptive_seeds_default_to_seeds(cls, values):
+        if isinstance(values, dict) and "seeds" in values and "descriptive_seeds" not in values:
+            values = {**values, "descriptive_seeds": values["seeds"]}
+        return values
 
     @field_validator("dropout", "lambda_s", "sst_lambda_s", mode="before")
     @classmethod
@@ -195,6 +207,9 @@ class SweepParams(_Strict):
     def _ranges(self) -> SweepParams:
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds {self.seeds} must be distinct and non-negative")
+        if not set(self.descriptive_seeds) <= set(self.seeds) or len(set(self.descriptive_seeds)) != len(
+                self.descriptive_seeds):
+            raise ValueError(f"descriptive_seeds {self.descriptive_seeds} must be distinct seeds of seeds {self.seeds}")
         for value in self.dropout:
             if not 0 <= value < 1:
                 raise ValueError(f"dropout {value} is outside [0, 1)")
@@ -239,22 +254,32 @@ class Params(_Strict):
     surgery: SurgeryParams = SurgeryParams()
     sweep: SweepParams = SweepParams()
     # Table 2's rows: trained without SMART, and with it (two DVC matrices, so that a change
-    # of smart.* retrains only the second).
+    # of smart.* retrains only the second); and those no claim compares, trained without SMART
+    # with sweep.descriptive_seeds (a third matrix, since a matrix has one list of seeds).
     variants: dict[str, Variant] = {}
     smart_variants: dict[str, Variant] = {}
+    descriptive_variants: dict[str, Variant] = {}
     ensemble: EnsembleParams = EnsembleParams()
     claims: ClaimsParams = ClaimsParams()
 
     def table2_rows(self) -> dict[str, tuple[Variant, bool]]:
         """Table 2's rows by name: each row's variant, and whether it trains with SMART."""
-        return {**{name: (variant, False) for name, variant in self.variants.items()},
+        return {**{name: (variant, False) for name, variant in self.descriptive_variants.items()},
+                **{name: (variant, False) for name, variant in self.variants.items()},
                 **{name: (variant, True) for name, variant in self.smart_variants.items()}}
+
+    def row_seeds(self, row: str) -> list[int]:
+        """The seeds a Table 2 row trains with."""
+        return self.sweep.descriptive_seeds if row in self.descriptive_variants else self.sweep.seeds
 
     @model_validator(mode="after")
     def _row_names_unique(self) -> Params:
-        if both := sorted(set(self.variants) & set(self.smart_variants)):
-            raise ValueError(f"rows {both} are both in variants and in smart_variants: each row is listed once")
-        if surgery := sorted(name for name, variant in self.variants.items() if variant.surgery):
+        lists = [self.descriptive_variants, self.variants, self.smart_variants]
+        if twice := sorted({name for i, a in enumerate(lists) for b in lists[i + 1:] for name in set(a) & set(b)}):
+            raise ValueError(f"rows {twice} are listed twice among descriptive_variants, variants and "
+                             "smart_variants: each row is listed once")
+        plain = {**self.descriptive_variants, **self.variants}
+        if surgery := sorted(name for name, variant in plain.items() if variant.surgery):
             raise ValueError(f"rows {surgery} use surgery, which the paper adds to SMART: list them under "
                              "smart_variants (only that stage declares surgery.*)")
         return self

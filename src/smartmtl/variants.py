@@ -8,7 +8,7 @@ one seed, named ``<row>-s<seed>``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from smartmtl.config import Params
 from smartmtl.errors import UserError
@@ -76,7 +76,8 @@ def sst_lambda_row(lambda_s: float) -> str:
 def table2_spec(params: Params, row: str, seed: int) -> RunSpec:
     rows = params.table2_rows()
     if row not in rows:
-        raise VariantError(f"unknown variant {row!r}; params.yaml's variants and smart_variants define: "
+        raise VariantError(f"unknown variant {row!r}; params.yaml's descriptive_variants, variants and "
+                           "smart_variants define: "
                            f"{', '.join(rows) or 'none'}")
     variant, with_smart = rows[row]
     return RunSpec(
@@ -108,10 +109,22 @@ def smart_pretrain_row(params: Params) -> str:
     return TABLE2_CELL
 
 
+def table2_cell_seeds(params: Params) -> list[int]:
+    """The seeds the `table2-cell` stage trains Table 2's Concat+SMART+Pretrain with: all of
+    sweep.seeds off the grid; on it, those the grid lacks (it trains sweep.descriptive_seeds)."""
+    if smart_pretrain_row(params) == TABLE2_CELL:
+        return list(params.sweep.seeds)
+    return [seed for seed in params.sweep.seeds if seed not in params.sweep.descriptive_seeds]
+
+
 def table2_cell_spec(params: Params, seed: int) -> RunSpec:
-    """Concat+SMART+Pretrain at (model.dropout, smart.lambda_s) as a row of its own: the
-    `table2-cell` stage trains it when that cell is not on the grid (see smart_pretrain_row)."""
-    return _smart_pretrain(params, "table2", TABLE2_CELL, params.model.dropout, params.smart.lambda_s, seed)
+    """Concat+SMART+Pretrain at (model.dropout, smart.lambda_s), trained by the `table2-cell`
+    stage: a row of its own off the grid; on it, more seeds of the grid cell's row (a grid run,
+    an ensemble candidate, under the stage's own name)."""
+    dropout, lambda_s = params.model.dropout, params.smart.lambda_s
+    row = smart_pretrain_row(params)
+    spec = _smart_pretrain(params, "table2" if row == TABLE2_CELL else "grid", row, dropout, lambda_s, seed)
+    return replace(spec, name=run_name(TABLE2_CELL, seed))
 
 
 def _smart_pretrain(params: Params, kind: str, row: str, dropout: float, lambda_s: float, seed: int) -> RunSpec:
@@ -134,13 +147,13 @@ def planned_runs(params: Params) -> list[RunSpec]:
     """Every fine-tuning run the parameters define, in dvc.yaml's order. The stages that read
     results (ensemble, analysis, report) look runs up by these names, so the files of runs an
     earlier params.yaml defined are never read as results (:mod:`smartmtl.outputs` moves them aside)."""
-    seeds = params.sweep.seeds
-    off_grid = smart_pretrain_row(params) == TABLE2_CELL
+    sweep = params.sweep
     return [
-        *(table2_spec(params, row, seed) for row in params.table2_rows() for seed in seeds),
-        *(grid_spec(params, d, lam, seed) for d in params.sweep.dropout for lam in params.sweep.lambda_s for seed in seeds),
-        *(table2_cell_spec(params, seed) for seed in seeds if off_grid),
-        *(sst_lambda_spec(params, lam, seed) for lam in params.sweep.sst_lambda_s for seed in seeds),
+        *(table2_spec(params, row, seed) for row in params.table2_rows() for seed in params.row_seeds(row)),
+        *(grid_spec(params, d, lam, seed) for d in sweep.dropout for lam in sweep.lambda_s
+          for seed in sweep.descriptive_seeds),
+        *(table2_cell_spec(params, seed) for seed in table2_cell_seeds(params)),
+        *(sst_lambda_spec(params, lam, seed) for lam in sweep.sst_lambda_s for seed in sweep.seeds),
     ]
 
 
