@@ -10,6 +10,7 @@ from conftest import tiny_params
 from scipy import stats
 
 from smartmtl.claims import compare, paper_claims, table5
+from smartmtl.config import ClaimsParams
 
 
 def test_compare_gives_the_paired_t_test_its_interval_and_tost_by_hand():
@@ -93,6 +94,7 @@ def test_table5_holm_adjusts_over_the_primary_tests_and_gives_verdicts(prepared_
 
 
 def test_table5_needs_a_primary_metric_for_every_claim(prepared_dir):
-    params = tiny_params(prepared_dir, claims={"primary": {"pretrain": "overall"}})
+    params = tiny_params(prepared_dir)
+    params = params.model_copy(update={"claims": ClaimsParams(primary={"pretrain": "overall"})})
     with pytest.raises(ValueError, match="claims.primary names no metric"):
         table5(params, {})

@@ -156,6 +156,7 @@ def test_each_stage_reads_what_dvc_yaml_declares(project: Path, monkeypatch):
     runs = [  # (dvc.yaml stage, matrix item, script, arguments): each stage in pipeline order
         ("prepare", {}, "stages/prepare.py", []),
         ("pretrain", {}, "stages/pretrain.py", []),
+        ("finetune-descriptive", {"variant": "baseline"}, "stages/finetune.py", ["variant", "baseline", "--seed", "0"]),
         ("finetune", {"variant": "concat"}, "stages/finetune.py", ["variant", "concat", "--seed", "0"]),
         # A matrix has one params list for all its items: it must cover what each item reads.
         ("finetune-smart", {"variant": "concat_smart"}, "stages/finetune.py",

@@ -176,5 +176,6 @@ def table5(params: Params, metrics: dict[str, dict], ensemble: dict | None = Non
         best = max(ensemble["members_dev"].values(), key=lambda scores: scores.get("overall", -math.inf))
         for metric in METRICS:
             table.append({"Claim": "The ensemble beats its best member (dev; one ensemble, no test)",
-                          "Metric": metric, "Primary": "", "n": 1, "Difference": ensemble["dev"][metric] - best[metric]})
+                          "Metric": metric, "Primary": "", "n": 1, "Difference": ensemble["dev"][metric] - best[metric],
+                          "Verdict": ""})
     return pd.DataFrame(table, columns=COLUMNS)

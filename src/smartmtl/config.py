@@ -75,9 +75,9 @@ class ModelParams(_Strict):
 
 class TrainParams(_Strict):
     lr: float = Field(1e-5, gt=0)
-    # The freshly initialised task heads' learning rate (None: ``lr``). A short run gives a
-    # head few steps to move from its random start at the encoder's small step.
-    head_lr: float | None = Field(None, gt=0)
+    # The freshly initialised task heads' learning rate (the paper: ``lr``). A short run gives
+    # a head few steps to move from its random start at the encoder's small step.
+    head_lr: float = Field(1e-5, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -258,7 +258,7 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
     # The heads start from random weights, the encoder from a trained checkpoint: two steps.
     # fused: one kernel for all parameters, several times faster than the loop over them.
     optimizer = torch.optim.AdamW([{"params": list(model.encoder.parameters()), "lr": tp.lr},
-                                   {"params": list(model.heads.parameters()), "lr": tp.head_lr or tp.lr}],
+                                   {"params": list(model.heads.parameters()), "lr": tp.head_lr}],
                                   betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay, fused=True)
     # Only sequential runs read train.sequential_epochs: dvc.yaml declares it for their stage alone.
     sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}

@@ -104,17 +104,16 @@ def smart_pretrain_row(params: Params) -> str:
     """Table 2's Concat+SMART+Pretrain row: the grid cell at (model.dropout, smart.lambda_s),
     trained once for both tables, or, when the sweep lacks that cell, a row of its own."""
     dropout, lambda_s = params.model.dropout, params.smart.lambda_s
-    if dropout in params.sweep.dropout and lambda_s in params.sweep.lambda_s:
-        return grid_row(dropout, lambda_s)
-    return TABLE2_CELL
+    cells = {(d, lam) for d in params.sweep.dropout for lam in params.sweep.lambda_s}
+    return grid_row(dropout, lambda_s) if (dropout, lambda_s) in cells else TABLE2_CELL
 
 
 def table2_cell_seeds(params: Params) -> list[int]:
     """The seeds the `table2-cell` stage trains Table 2's Concat+SMART+Pretrain with: all of
     sweep.seeds off the grid; on it, those the grid lacks (it trains sweep.descriptive_seeds)."""
-    if smart_pretrain_row(params) == TABLE2_CELL:
-        return list(params.sweep.seeds)
-    return [seed for seed in params.sweep.seeds if seed not in params.sweep.descriptive_seeds]
+    grid_seeds = set(params.sweep.descriptive_seeds)
+    trained_by_grid = grid_seeds if smart_pretrain_row(params) != TABLE2_CELL else set()
+    return [seed for seed in params.sweep.seeds if seed not in trained_by_grid]
 
 
 def table2_cell_spec(params: Params, seed: int) -> RunSpec:
