@@ -38,7 +38,7 @@ def test_compare_with_one_seed_or_no_spread_tests_nothing():
     assert flat.mean == pytest.approx(0.1) and math.isnan(flat.p_difference)
 
 
-def _records(params, rows: dict[str, list[float]], metric_noise: float = 0.0) -> dict[str, dict]:
+def _records(rows: dict[str, list[float]]) -> dict[str, dict]:
     """Metrics records of runs: each row's overall/sst/qqp/sts dev score per seed."""
     records = {}
     for row, values in rows.items():
@@ -52,17 +52,16 @@ def test_table5_holm_adjusts_over_the_primary_tests_and_gives_verdicts(prepared_
     params = tiny_params(prepared_dir, claims={"equivalence_delta": 0.05})
     claims = {claim.key: claim for claim in paper_claims(params)}
     base = np.array([0.50, 0.52, 0.49, 0.51])
+    star = base + [0.01, -0.02, 0.02, -0.01]
+    pretrain = star + [-0.20, -0.22, -0.19, -0.21]
     rows = {
-        "concat": base, "concat_smart": base + [0.10, 0.11, 0.09, 0.10],        # holds
-        "concat_star": base, "concat_smart_star": base + [0.01, -0.02, 0.02, -0.01],  # not resolved
-        claims["pretrain"].better: base + [-0.20, -0.22, -0.19, -0.21],          # reversed vs concat_smart_star
-        "concat_smart_surgery_pretrain": None,                                   # filled below
-        claims["sst_lambda"].better: base, claims["sst_lambda"].worse: base,     # no spread: untested
+        "concat": base, "concat_smart": base + [0.10, 0.11, 0.09, 0.10],          # holds
+        "concat_star": base, "concat_smart_star": star,                           # not resolved
+        claims["pretrain"].better: pretrain,                                      # reversed vs concat_smart_star
+        "concat_smart_surgery_pretrain": pretrain + [0.001, -0.002, 0.002, -0.001],  # equivalent
+        claims["sst_lambda"].better: base, claims["sst_lambda"].worse: base,       # no spread: untested
     }
-    rows["concat_smart_star"] = rows["concat_smart_star"]
-    rows[claims["pretrain"].better] = rows["concat_smart_star"] + [-0.20, -0.22, -0.19, -0.21]
-    rows["concat_smart_surgery_pretrain"] = rows[claims["pretrain"].better] + [0.001, -0.002, 0.002, -0.001]
-    frame = table5(params, _records(params, rows))
+    frame = table5(params, _records(rows))
     primary = frame[frame["Primary"] == "yes"].set_index("Claim")
     verdicts = {key: primary.loc[primary.index.str.startswith(claims[key].text), "Verdict"].iloc[0]
                 for key in claims}

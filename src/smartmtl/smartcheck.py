@@ -46,6 +46,10 @@ def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, d
     for task in TASKS:
         _plain_step(model, task, features[task].batch(next(streams[task]), device), autocast, params.train.lr)
     teacher.update(model)  # beta 1: only the heads follow
+    # The Bregman term's floor: a teacher equal to the student (the check never changes the
+    # student), the dropout masks replayed as in training; the term alone.
+    equal = smart.EmaTeacher(model, beta=1.0)
+    floor_settings = dataclasses.replace(settings, lambda_s=0.0, mu=1.0)
     report = {}
     for task in TASKS:
         terms = StepTerms()
@@ -55,11 +59,8 @@ def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, d
                 task_objective(model, teacher, task, segments, labels, settings, terms, diagnose=True)
                 with torch.no_grad():  # two dropout draws, no perturbation: the old term's source
                     terms.add("dropout_only", TASKS[task].divergence(model(task, segments), model(task, segments)))
-                # A teacher equal to the student, the masks replayed as in training: the floor.
-                equal = smart.EmaTeacher(model, beta=1.0)
                 floor_terms = StepTerms()
-                task_objective(model, equal, task, segments, labels, dataclasses.replace(settings, lambda_s=0.0, mu=1.0),
-                               floor_terms)
+                task_objective(model, equal, task, segments, labels, floor_settings, floor_terms)
                 terms.add("bregman_floor", floor_terms.sums[f"bregman_{task}"])
         means = terms.means()
         report[task] = {
