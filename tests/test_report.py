@@ -15,7 +15,7 @@ from smartmtl.claims import table5
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
 from smartmtl.outputs import load_model_metrics
-from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report, table2
+from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report, caveats, table2
 
 VARIANTS = {
     "baseline": {"label": "Baseline", "head": "separate", "schedule": "sequential"},
@@ -151,6 +151,16 @@ def test_settings_note_reads_the_paper_side_from_the_paper_preset(root):
     assert f"batch size {paper_params.train.batch_size}," in paper and f"lr {paper_params.train.lr:g}," in paper
     assert "train_limit none (all data)" in paper and "dropout 0.3 (grid 0.1, 0.2, 0.3, 0.4, 0.5)" in paper
     assert "batch size 16," in ours and "dropout 0.3 (grid 0.1, 0.3, 0.7)" in ours
+
+
+def test_smart_note_names_the_units_of_the_radius_and_the_teachers_floor(tmp_path):
+    token, absolute = (parse_params({"preset": "laptop", "smart": {"scale": scale, "epsilon": 0.02,
+                                                                  "teacher_beta_min": 0.995}})
+                       for scale in ("token", "absolute"))
+    token_note, absolute_note = (caveats(params, tmp_path)[-1] for params in (token, absolute))
+    assert "radius 0.02" in token_note and "fractions of each token's norm" in token_note
+    assert "absolute units" in absolute_note and "token's norm" not in absolute_note
+    assert "momentum at least 0.995" in token_note
 
 
 def test_table3_grid_with_paper_cells(root):

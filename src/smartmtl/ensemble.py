@@ -3,8 +3,8 @@
 Members are either named in ``params.ensemble.members`` or, with ``"auto"``, the
 ``params.ensemble.size`` best grid runs (Table 3's cells, each seed a run) by dev overall
 score, ties broken by name: cells and seeds compete, so the ensemble takes whichever mix
-dev prefers (members of other seeds make different mistakes; measured, four seeds of one
-cell beat four cells of one seed). The member list is a ranking, best first, and the ranking breaks voting ties.
+dev prefers (members of other seeds make different mistakes; docs/lab-notes.md compares
+the two). The member list is a ranking, best first, and the ranking breaks voting ties.
 
 Combination rules, per task and split, example by example (matched on ``id``):
 

@@ -2,8 +2,8 @@
 
 ``train.precision: auto`` picks bf16 autocast only where the hardware computes in bf16:
 CUDA devices that support it, and CPUs with AMX-BF16 or AVX512-BF16. Elsewhere (an AVX2-only
-CPU such as most laptops, or an AMD EPYC of this project's machines) bf16 is emulated and
-measured 5-10x slower than fp32, so ``auto`` trains in fp32 there.
+CPU such as most laptops, or a Zen 3 AMD EPYC) bf16 is emulated and slower than fp32
+(docs/speed.md), so ``auto`` trains in fp32 there.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def choose_precision(requested: str, device_type: str, cuda_bf16: bool, flags: f
     fast = sorted(flag for flag in BF16_CPU_FLAGS if flag in flags)
     if fast:
         return "bf16", f"the CPU has {', '.join(fast)}"
-    return "fp32", "the CPU has no AMX-BF16 or AVX512-BF16, so bf16 would be emulated (5-10x slower)"
+    return "fp32", "the CPU has no AMX-BF16 or AVX512-BF16, so bf16 would be emulated, slower than fp32"
 
 
 @functools.cache

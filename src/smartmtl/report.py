@@ -123,9 +123,11 @@ def caveats(params: Params, prepared_dir: Path) -> list[str]:
     smart = params.smart
     smart_note = (
         f"SMART perturbs the {smart.site.replace('_', ' ')} with {smart.steps} ascent step(s) ({smart.update}, "
-        f"{smart.norm}-norm ball of radius {smart.epsilon:g} of each token's norm, step {smart.eta:g}, start "
-        f"{smart.sigma:g}); the clean and perturbed forwards share their dropout masks. Bregman teacher: "
-        + (f"mu {smart.mu:g}, time constant {smart.teacher_horizon:g} of the run." if smart.mu > 0 else "off.")
+        f"{smart.norm}-norm ball of radius {smart.epsilon:g}, step {smart.eta:g}, start {smart.sigma:g}, "
+        + ("in fractions of each token's norm" if smart.scale == "token" else "in absolute units")
+        + "); the clean and perturbed forwards share their dropout masks. Bregman teacher: "
+        + (f"mu {smart.mu:g}, time constant {smart.teacher_horizon:g} of the run, momentum at least "
+           f"{smart.teacher_beta_min:g}." if smart.mu > 0 else "off.")
     )
     return [backbone_note, data_note, settings_note, smart_note]
 

@@ -94,8 +94,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
                       log=run_log, stop_after_epochs=stop_after_epochs)
     train_seconds = time.perf_counter() - started
     if stop_after_epochs is not None or not distributed.is_main_process():
-        if isinstance(run_log, LiveLog):
-            run_log.end()
+        run_log.end()
         return {}
 
     # Scores only: what the run is lives in its RunSpec, written beside the model.

@@ -232,12 +232,17 @@ class TrainingLog:
     ``steps(step, terms)``: the training terms' means over the last few optimizer steps,
     LOG_POINTS times per run, so that curves are curves even for one-epoch runs.
     ``epoch(epoch, step, metrics)``: at each epoch's end, its dev scores (none after the last
-    epoch: the caller scores that model) and its mean training terms."""
+    epoch: the caller scores that model) and its mean training terms.
+    ``end(dev_scores)``: from the caller once the run is over, with the final model's dev
+    scores when it scored it."""
 
     def steps(self, step: int, terms: dict[str, float]) -> None:
         pass
 
     def epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def end(self, dev_scores: dict[str, float] | None = None) -> None:
         pass
 
 
