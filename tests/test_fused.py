@@ -140,3 +140,19 @@ def test_a_group_is_one_configuration_with_several_seeds():
         check_group([specs[0], dataclasses.replace(specs[1], lambda_s=5.0)])
     with pytest.raises(NotImplementedError, match="surgery"):
         check_group([dataclasses.replace(spec, surgery=True) for spec in specs])
+
+
+def test_with_dropout_each_member_draws_its_own_masks_and_replays_them(features, prepared_dir):
+    # Two members of one seed: the same start, batches and SMART noise, so only their dropout
+    # masks can tell them apart. The teacher equals the student at the first step: its Bregman
+    # term is zero only where SMART's forwards replay the clean forward's masks (smart.SameDropout).
+    params = tiny_params(prepared_dir, model={"dropout": 0.3}, smart={"mu": 1.0})
+    specs = [dataclasses.replace(SPEC, dropout=0.3, epochs=1, name=f"row-{m}") for m in range(2)]
+    logs = [Steps() for _ in specs]
+    train_group(specs, params, features("concat"), resolve_compute("fp32"), logs=logs)
+    first = [log.seen[0][1] for log in logs]
+    for terms in first:
+        for task in TASKS:
+            assert terms[f"train/bregman_{task}"] == pytest.approx(0.0, abs=1e-7)
+            assert terms[f"train/smart_{task}"] > 0
+    assert all(first[0][f"train/loss_{task}"] != first[1][f"train/loss_{task}"] for task in TASKS)

@@ -139,7 +139,8 @@ class MemberNoise(TorchFunctionMode):
     slice from that member's own random stream, at its own length T_g, so that it is the very
     noise the member's separate run draws (``adversarial_term`` draws once per segment, in order).
     Member streams are the global generator's states, kept in ``states``; the global one is put
-    back on leaving. Forwards run inside the block should be wrapped in :meth:`paused`."""
+    back after each draw, so that dropout (drawn from it) is what :class:`smart.SameDropout`
+    replays. Forwards run inside the block should be wrapped in :meth:`paused`."""
 
     def __init__(self, states: list[Tensor], draws: _Draws, device: torch.device):
         super().__init__()
@@ -155,26 +156,20 @@ class MemberNoise(TorchFunctionMode):
         else:
             torch.set_rng_state(state)
 
-    def __enter__(self):
-        self._outer = self._get()
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        self._set(self._outer)
-        return super().__exit__(*exc)
-
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is not torch.randn_like:
             return func(*args, **kwargs)
         like = args[0]
         out = torch.zeros(like.shape, dtype=kwargs.get("dtype") or like.dtype, device=like.device)
+        outer = self._get()
         for g, member in enumerate(self.draws.members):
             length = self.draws.lengths[self.segment][g]
             self._set(self.states[member])
             out[g, :, :length] = torch.randn(out.shape[1], length, *out.shape[3:], dtype=out.dtype,
                                              device=out.device)
             self.states[member] = self._get()
+        self._set(outer)
         self.segment += 1
         return out
 
@@ -244,6 +239,9 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
     params = group.stacked.parameters(members=index)
     settings = group.settings
     site = settings.site if settings is not None else None
+    # As in task_objective: every forward of the step draws the clean forward's dropout masks
+    # (each member its own, vmap's randomness="different"); nothing is drawn with dropout 0.
+    same_dropout = smart.SameDropout(group.device) if settings is not None else None
     output, clean_inputs = group.stacked.run(params, task, segments, site)
     losses = vmap(functools.partial(task_loss, task))(output, labels)
     for g, member in enumerate(members):
@@ -263,11 +261,12 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
 
         with MemberNoise(group.states, _Draws(members, lengths), group.device):
             smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
-                                   settings.perturbation, token_masks)
+                                   settings.perturbation, token_masks, same_dropout)
         for g, member in enumerate(members):
             group.terms[member].add(f"smart_{task}", per_member.last[g])
         objective = objective + settings.lambda_s * per_member.last
     if group.teacher is not None and settings.mu > 0:
+        same_dropout.replay()
         with torch.no_grad():
             teacher_params = group.stacked.parameters(group.teacher.model, index)
             taught = group.stacked.run(teacher_params, task, segments)[0]
@@ -275,6 +274,7 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
         for g, member in enumerate(members):
             group.terms[member].add(f"bregman_{task}", bregman[g])
         objective = objective + settings.mu * bregman
+    same_dropout.close()
     return objective.sum()
 
 
@@ -319,20 +319,34 @@ def check_group(specs: Sequence[RunSpec]) -> None:
         raise NotImplementedError("a fused group trains in one process")
 
 
-def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[str, TaskFeatures]],
-                compute: Compute, *, logs: Sequence[TrainingLog] | None = None,
-                attention: str | None = "eager") -> list[MultitaskModel]:
-    """Train the runs ``specs`` (one configuration, several seeds) as one fused model and return
-    each run's model: what :func:`smartmtl.train.train` returns for each, run by run.
-    ``attention``: the encoder's attention implementation inside vmap (None: the model's own)."""
+@dataclass
+class FusedTraining:
+    """A group ready to train: the stacked members, their optimizer, schedule and teacher."""
+
+    group: Group
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    grad_clip: float
+
+    def step(self, steps: Sequence[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures], autocast) -> None:
+        """One optimizer step of every member (``steps[m]``: member m's batches), as train.train makes it."""
+        holder = self.group.stacked.holder
+        self.optimizer.zero_grad(set_to_none=True)
+        group_step(self.group, list(steps), train_data, autocast)
+        if self.grad_clip:
+            clip_per_member(holder, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.group.teacher is not None:
+            self.group.teacher.update(holder)
+
+
+def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, total_steps: int,
+                attention: str | None = "eager") -> FusedTraining:
+    """Build each member as train.train builds its run (seeded, then build_model), stack them, and
+    give the stack one AdamW (two groups: encoder and heads), the schedule and the EMA teacher."""
     check_group(specs)
     tp = params.train
-    device, autocast = compute.device, compute.autocast
-    train_data, dev_data = data["train"], data["dev"]
-    spec = specs[0]
-    tasks = tasks_of(spec.schedule)
-    logs = list(logs) if logs is not None else [TrainingLog() for _ in specs]
-
     models, states = [], []
     for member in specs:
         torch.manual_seed(member.seed)
@@ -345,6 +359,28 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
                                    {"params": list(holder.heads.parameters()), "lr": tp.head_lr}],
                                   betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
+    scheduler = learning_rate_schedule(optimizer, total_steps, tp.warmup, tp.decay)
+    settings = smart_settings(specs[0], params)
+    teacher = None
+    if settings is not None and settings.mu > 0:
+        sp = params.smart
+        teacher = smart.EmaTeacher(holder, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
+    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device)
+    return FusedTraining(group, optimizer, scheduler, tp.grad_clip)
+
+
+def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[str, TaskFeatures]],
+                compute: Compute, *, logs: Sequence[TrainingLog] | None = None,
+                attention: str | None = "eager") -> list[MultitaskModel]:
+    """Train the runs ``specs`` (one configuration, several seeds) as one fused model and return
+    each run's model: what :func:`smartmtl.train.train` returns for each, run by run.
+    ``attention``: the encoder's attention implementation inside vmap (None: the model's own)."""
+    check_group(specs)
+    tp = params.train
+    train_data, dev_data = data["train"], data["dev"]
+    spec = specs[0]
+    tasks = tasks_of(spec.schedule)
+    logs = list(logs) if logs is not None else [TrainingLog() for _ in specs]
     sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
     plans = [build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, member.seed,
                         epochs=spec.epochs, sequential_epochs=sequential_epochs) for member in specs]
@@ -352,35 +388,24 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     if any([len(epoch) for epoch in plan] != shape for plan in plans):
         raise NotImplementedError("the members' plans differ in length: a sequential fraction of a task")
     total_steps = sum(shape)
-    scheduler = learning_rate_schedule(optimizer, total_steps, tp.warmup, tp.decay)
-    settings = smart_settings(spec, params)
-    teacher = None
-    if settings is not None and settings.mu > 0:
-        sp = params.smart
-        teacher = smart.EmaTeacher(holder, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
+    training = start_group(specs, params, compute.device, total_steps, attention)
+    group = training.group
     log_every = max(1, total_steps // LOG_POINTS)
 
     step = 0
     for epoch in range(len(shape)):
-        group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device)
+        group.terms = [StepTerms() for _ in specs]
         for steps in zip(*(plan[epoch] for plan in plans), strict=True):
-            optimizer.zero_grad(set_to_none=True)
-            group_step(group, list(steps), train_data, autocast)
-            if tp.grad_clip:
-                clip_per_member(holder, tp.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if teacher is not None:
-                teacher.update(holder)
+            training.step(steps, train_data, compute.autocast)
             step += 1
             if step % log_every == 0:
                 for log, terms in zip(logs, group.terms, strict=True):
                     log.steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
         last = epoch == len(shape) - 1
         for member, (log, terms) in enumerate(zip(logs, group.terms, strict=True)):
-            metrics = {} if last else evaluate(stacked.member(member).eval(),
+            metrics = {} if last else evaluate(group.stacked.member(member).eval(),
                                                _dev_subset(dev_data, tasks, tp.epoch_eval_rows),
-                                               tp.eval_batch_size, device, autocast)[0]
+                                               tp.eval_batch_size, compute.device, compute.autocast)[0]
             log.epoch(epoch, step, {**{f"dev/{k}": v for k, v in metrics.items()},
                                     **{f"train/{k}": v for k, v in terms.means().items()}})
-    return [stacked.member(member).train() for member in range(len(specs))]
+    return [group.stacked.member(member).train() for member in range(len(specs))]
