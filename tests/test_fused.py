@@ -24,6 +24,7 @@ CASES = {
     "plain": dict(smart=False),
     "smart_bregman": dict(smart=True, lambda_s=1.0),
     "smart_bregman_pairs_apart": dict(smart=True, lambda_s=1.0, head="separate"),  # two segments a pair
+    "smart_bregman_surgery": dict(smart=True, lambda_s=1.0, surgery=True, epochs=1),  # 2 steps: it is slower
 }
 
 
@@ -77,7 +78,8 @@ def test_a_fused_group_equals_its_runs_one_by_one(case, features, prepared_dir):
 
     for (weights, steps), fused_weights, fused_log in zip(alone, fused, logs, strict=True):
         assert _max_difference(weights, fused_weights) <= TOLERANCE
-        assert [step for step, _ in fused_log.seen] == [step for step, _ in steps] == [1, 2, 3, 4]
+        steps_run = list(range(1, 2 * specs[0].epochs + 1))  # 2 steps an epoch: 8 SST rows at batch 4
+        assert [step for step, _ in fused_log.seen] == [step for step, _ in steps] == steps_run
         for (_, terms), (_, fused_terms) in zip(steps, fused_log.seen, strict=True):
             # The separate run logs SMART's diagnostics too (step 0); the fused one leaves them out.
             assert set(fused_terms) <= set(terms)
@@ -85,7 +87,10 @@ def test_a_fused_group_equals_its_runs_one_by_one(case, features, prepared_dir):
                 assert value == pytest.approx(terms[name], abs=TOLERANCE), name
         expected = {f"train/{term}_{task}" for task in TASKS
                     for term in (("loss", "smart", "bregman") if specs[0].smart else ("loss",))}
+        expected |= {"train/surgery_conflict", "train/surgery_cosine"} if specs[0].surgery else set()
         assert set(fused_log.seen[-1][1]) == expected
+    if specs[0].surgery:  # PCGrad projected somewhere: the members' task gradients did conflict
+        assert any(terms["train/surgery_conflict"] > 0 for log in logs for _, terms in log.seen)
     # The members are three runs, not one run three times: their starts, batches and noise differ.
     assert _max_difference(fused[0], fused[1]) > 1e-3 and _max_difference(fused[1], fused[2]) > 1e-3
     assert logs[0].seen[0][1]["train/loss_sst"] != logs[1].seen[0][1]["train/loss_sst"]
@@ -138,8 +143,8 @@ def test_a_group_is_one_configuration_with_several_seeds():
     check_group(specs)
     with pytest.raises(ValueError, match="differ only in their seed"):
         check_group([specs[0], dataclasses.replace(specs[1], lambda_s=5.0)])
-    with pytest.raises(NotImplementedError, match="surgery"):
-        check_group([dataclasses.replace(spec, surgery=True) for spec in specs])
+    with pytest.raises(ValueError, match="differ only in their seed"):
+        check_group([specs[0], dataclasses.replace(specs[1], surgery=True)])
 
 
 def test_with_dropout_each_member_draws_its_own_masks_and_replays_them(features, prepared_dir):

@@ -23,10 +23,11 @@ Each member stays the run it would be alone (:func:`smartmtl.train.train`):
 
 With dropout 0 the only random draws after a model is built are SMART's Gaussian starts, so a
 group equals its runs trained one by one (tests/test_fused.py: losses and weights within
-1e-5 in fp32). Left out for now (docs/fused.md): dropout masks replayed per member (with
-dropout on, each member draws its own masks through ``vmap(randomness="different")``, replayed
-across SMART's forwards, but not the masks its separate run would draw), gradient surgery,
-SMART's diagnostics, resume checkpoints and several processes.
+1e-5 in fp32). Gradient surgery combines each member's task gradients with its own PCGrad
+generator (a loop over the members: pcgrad branches on Python floats). Left out for now
+(docs/fused.md): with dropout on, each member draws its own masks (``vmap(randomness=
+"different")``, replayed across SMART's forwards by smart.SameDropout) but not the masks its
+run alone would draw; SMART's diagnostics, resume checkpoints and several processes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.overrides import TorchFunctionMode
 
-from smartmtl import distributed, smart
+from smartmtl import distributed, pcgrad, smart
 from smartmtl.config import Params
 from smartmtl.features import TaskFeatures
 from smartmtl.hardware import Compute
@@ -230,6 +231,8 @@ class Group:
     states: list[Tensor]  # each member's random number generator state
     terms: list[StepTerms]
     device: torch.device
+    surgery: str | None = None  # PCGrad's reduction, None without surgery
+    surgery_rngs: list[torch.Generator] | None = None  # each member's, as train.train seeds it
 
 
 def group_objective(group: Group, task: str, members: list[int], batches) -> Tensor:
@@ -289,10 +292,41 @@ def clip_per_member(stacked: nn.Module, max_norm: float) -> Tensor:
     return norms
 
 
+def _flat_per_member(params: Sequence[Tensor]) -> Tensor:
+    """The stacked gradients as one [M, N] float32 matrix: row m is member m's pcgrad.flatten_grads."""
+    members = params[0].shape[0]
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(members, -1).float()
+                      for p in params], dim=1)
+
+
+def _surgery(group: Group, shared: Sequence[Tensor], task_grads: list[Tensor]) -> None:
+    """PCGrad for each member (pcgrad.project_conflicting with its own generator), written into
+    the stacked gradients as pcgrad.surgery_backward writes a run's; its cosines logged."""
+    combined = []
+    for member in range(group.stacked.members):
+        grads = [g[member] for g in task_grads]
+        combined.append(pcgrad.project_conflicting(grads, group.surgery_rngs[member], group.surgery))
+        cosines = pcgrad.pairwise_cosines(grads)
+        if len(cosines):
+            group.terms[member].add("surgery_conflict", (cosines < 0).any().float())
+            group.terms[member].add("surgery_cosine", cosines.mean())
+    flat, offset = torch.stack(combined), 0
+    for p in shared:
+        size = p[0].numel()
+        p.grad = flat[:, offset:offset + size].reshape(p.shape).to(p.dtype).clone()
+        offset += size
+
+
 def group_step(group: Group, steps: list[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures],
                autocast) -> None:
-    """One optimizer step's gradients for every member (``steps[m]``: member m's batches)."""
+    """One optimizer step's gradients for every member (``steps[m]``: member m's batches). With
+    surgery each task's shared-encoder gradients are set aside and combined per member."""
+    shared = group.stacked.holder.shared_parameters()
+    task_grads = []
     for task in steps[0]:
+        if group.surgery:
+            for p in shared:
+                p.grad = None
         by_rows: dict[int, list[int]] = {}
         for member, batches in enumerate(steps):
             by_rows.setdefault(len(batches[task]), []).append(member)
@@ -301,6 +335,10 @@ def group_step(group: Group, steps: list[dict[str, np.ndarray]], train_data: dic
             with autocast():
                 objective = group_objective(group, task, members, batches)
             objective.backward()
+        if group.surgery:
+            task_grads.append(_flat_per_member(shared))
+    if group.surgery:
+        _surgery(group, shared, task_grads)
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -313,8 +351,6 @@ def check_group(specs: Sequence[RunSpec]) -> None:
     for spec in specs[1:]:
         if replace(spec, name="", seed=0) != first:
             raise ValueError(f"runs of a fused group differ only in their seed: {specs[0]} vs {spec}")
-    if specs[0].surgery:
-        raise NotImplementedError("gradient surgery (PCGrad) is not fused yet: train these runs one by one")
     if distributed.world_size() > 1:
         raise NotImplementedError("a fused group trains in one process")
 
@@ -365,7 +401,9 @@ def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, 
     if settings is not None and settings.mu > 0:
         sp = params.smart
         teacher = smart.EmaTeacher(holder, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
-    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device)
+    surgery = params.surgery.reduction if specs[0].surgery else None
+    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device, surgery,
+                  [torch.Generator().manual_seed(member.seed) for member in specs])
     return FusedTraining(group, optimizer, scheduler, tp.grad_clip)
 
 
