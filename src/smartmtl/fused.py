@@ -57,13 +57,9 @@ from smartmtl.variants import RunSpec
 
 # --- the stacked model --------------------------------------------------------------------
 
-def _set_tensor(module: nn.Module, name: str, value: Tensor, parameter: bool) -> None:
+def _set_parameter(module: nn.Module, name: str, value: Tensor) -> None:
     owner, _, leaf = name.rpartition(".")
-    target = module.get_submodule(owner) if owner else module
-    if parameter:
-        setattr(target, leaf, nn.Parameter(value))
-    else:
-        target.register_buffer(leaf, value, persistent=leaf not in target._non_persistent_buffers_set)
+    setattr(module.get_submodule(owner) if owner else module, leaf, nn.Parameter(value))
 
 
 def _additive_mask(module, args, kwargs):
@@ -86,7 +82,7 @@ class StackedModel:
         self.holder = copy.deepcopy(first)
         with torch.no_grad():
             for name, _ in first.named_parameters():
-                _set_tensor(self.holder, name, torch.stack([m.get_parameter(name).detach() for m in models]), True)
+                _set_parameter(self.holder, name, torch.stack([m.get_parameter(name).detach() for m in models]))
         self.skeleton = first
         for p in self.skeleton.parameters():
             p.requires_grad_(False)
@@ -107,7 +103,7 @@ class StackedModel:
         model.encoder.set_attn_implementation(self._attention)
         with torch.no_grad():
             for name, stacked in self.holder.named_parameters():
-                _set_tensor(model, name, stacked[index].detach().clone(), True)
+                _set_parameter(model, name, stacked[index].detach().clone())
         return model
 
     def run(self, stacked: dict[str, Tensor], task: str, segments: list[dict[str, Tensor]],
