@@ -5,6 +5,7 @@
 #   bench_b8_x12.md       (a batch-8 step leaves the GPU idle between kernel launches)
 #   epoch.json/.log       one paper-scale simultaneous SMART epoch (bench/epoch.py)
 #   bench_b8_compiled.md  the experiment not yet measured there: torch.compile's default mode
+#   fused_rate.md         SMART runs fused into one vmapped model, M = 1, 2, 4, ... (bench/fused_rate.py)
 # Each step gets what is left of DEADLINE seconds (default 540), so a slow step costs the last ones.
 #
 # The GPU machine has PyTorch, transformers and pandas but no network, so it needs beside the
@@ -55,4 +56,10 @@ bench bench_b8_x6.md --phases smart_3task --processes 6
 bench bench_b8_x12.md --phases smart_3task --processes 12
 within 360 "$python" bench/epoch.py --params "$out/paper.yaml" 2>"$out/epoch.log" | tee "$out/epoch.json"
 bench bench_b8_compiled.md --phases plain,smart_3task --compile default
+# Fused groups (issue 26): M SMART runs as one model against runs one after another, and the
+# paper preset's GPU-hours at the best rate. Run it alone with DEADLINE=300 and the steps above
+# commented out when the call's time is short: it is the figure the issue waits for.
+fused_s=$(( $(left) < 300 ? $(left) : 300 ))
+within "$fused_s" "$python" bench/fused_rate.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-10}" \
+  --members 1,2,4,8,16,32,64 --deadline $(( fused_s - 20 )) 2>&1 | grep -v -i warn | tee "$out/fused_rate.md"
 echo "all done; $(left) s left"

@@ -1,0 +1,445 @@
+"""Horizontal fusion (issue 26): train a group of runs that differ only in their seed as one model.
+
+The M members' weights are stacked along a new first dimension (one tensor per parameter, as
+``torch.func.stack_module_state`` makes them) and every forward is one ``vmap`` over
+``functional_call`` of a single skeleton model, so that one kernel launch serves M runs: on a
+GPU at batch 8 a step is bound by kernel launches, not arithmetic (docs/speed.md).
+
+Each member stays the run it would be alone (:func:`smartmtl.train.train`):
+
+* **its model**: built as ``train`` builds it, ``torch.manual_seed(seed)`` then ``build_model``;
+* **its data order**: its own plan, ``build_plan(..., seed)``; a step's batches are padded to the
+  longest member's length with attention mask 0 (the encoder gets the additive 4-D mask, which
+  ``vmap`` can trace; transformers' 2-D mask path branches on the data). Members whose batch has
+  a different number of rows (the short last batch of a pass) are vmapped in separate groups;
+* **its optimizer**: AdamW is elementwise, so one AdamW over the stacked tensors, with the
+  encoder's and the heads' learning rates as its two groups, is M independent AdamWs, and the
+  learning-rate schedule is the same for all;
+* **its gradient clipping**: the global norm is taken per member, over dim 0 of the stacked grads;
+* **its SMART perturbation**: :func:`smartmtl.smart.adversarial_term` itself, on the stacked site
+  outputs, with the member's own random stream for its noise (:class:`MemberNoise`), and
+* **its Bregman teacher**: :class:`smartmtl.smart.EmaTeacher` over the stacked parameters (the
+  moving average is elementwise too).
+
+With dropout 0 the only random draws after a model is built are SMART's Gaussian starts, so a
+group equals its runs trained one by one (tests/test_fused.py: losses and weights within
+1e-5 in fp32). Gradient surgery combines each member's task gradients with its own PCGrad
+generator (a loop over the members: pcgrad branches on Python floats). Left out for now
+(docs/fused.md): with dropout on, each member draws its own masks (``vmap(randomness=
+"different")``, replayed across SMART's forwards by smart.SameDropout) but not the masks its
+run alone would draw; SMART's diagnostics, resume checkpoints and several processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.overrides import TorchFunctionMode
+
+from smartmtl import distributed, pcgrad, smart
+from smartmtl.config import Params
+from smartmtl.features import TaskFeatures
+from smartmtl.hardware import Compute
+from smartmtl.heads import MultitaskModel, build_model
+from smartmtl.inference import evaluate
+from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
+from smartmtl.tasks import TASKS, task_loss
+from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, smart_settings
+from smartmtl.variants import RunSpec
+
+# --- the stacked model --------------------------------------------------------------------
+
+def _set_parameter(module: nn.Module, name: str, value: Tensor) -> None:
+    owner, _, leaf = name.rpartition(".")
+    setattr(module.get_submodule(owner) if owner else module, leaf, nn.Parameter(value))
+
+
+def _additive_mask(module, args, kwargs):
+    """The encoder's 2-D padding mask as the additive 4-D mask transformers uses as it is."""
+    mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        kwargs["attention_mask"] = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    return args, kwargs
+
+
+class StackedModel:
+    """M models of one architecture as one: ``holder`` is a copy of the first whose parameters
+    are the members' stacked along dim 0 (it is never called; it owns the tensors the optimizer,
+    the clipping and the teacher see), ``skeleton`` the module ``vmap(functional_call)`` runs."""
+
+    def __init__(self, models: Sequence[MultitaskModel], attention: str | None = "eager"):
+        first = models[0]
+        self._attention = first.encoder.config._attn_implementation
+        self.members = len(models)
+        self.holder = copy.deepcopy(first)
+        with torch.no_grad():
+            for name, _ in first.named_parameters():
+                _set_parameter(self.holder, name, torch.stack([m.get_parameter(name).detach() for m in models]))
+        self.skeleton = first
+        for p in self.skeleton.parameters():
+            p.requires_grad_(False)
+        self._mask_hook = self.skeleton.encoder.register_forward_pre_hook(_additive_mask, with_kwargs=True)
+        if attention is not None:  # vmap has no batching rule for the fused SDPA kernels: it loops over members
+            self.skeleton.encoder.set_attn_implementation(attention)
+
+    def parameters(self, module: nn.Module | None = None, members: Tensor | None = None) -> dict[str, Tensor]:
+        """``module``'s (by default the holder's) stacked parameters, of ``members`` only if given."""
+        named = dict((module or self.holder).named_parameters())
+        return named if members is None else {name: p[members] for name, p in named.items()}
+
+    def member(self, index: int) -> MultitaskModel:
+        """Member ``index`` as a model of its own (a copy)."""
+        self._mask_hook.remove()  # a model of its own takes the 2-D mask
+        model = copy.deepcopy(self.skeleton)
+        self._mask_hook = self.skeleton.encoder.register_forward_pre_hook(_additive_mask, with_kwargs=True)
+        model.encoder.set_attn_implementation(self._attention)
+        with torch.no_grad():
+            for name, stacked in self.holder.named_parameters():
+                _set_parameter(model, name, stacked[index].detach().clone())
+        return model
+
+    def run(self, stacked: dict[str, Tensor], task: str, segments: list[dict[str, Tensor]],
+            site: str | None = None, deltas: Sequence[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Every member's output for its own batch (``segments`` stacked along dim 0), and, when
+        ``site`` is named, the site's outputs; ``deltas`` (stacked) are added there."""
+        at = self.skeleton.perturbation_site(site) if site is not None else None
+
+        def one(params, segs, ds):
+            if at is None:
+                return functional_call(self.skeleton, params, (task, segs)), ()
+            with smart.at_site(at, ds) as outputs:
+                output = functional_call(self.skeleton, params, (task, segs))
+            return output, tuple(outputs)
+
+        in_dims = (0, 0, None if deltas is None else 0)
+        return vmap(one, in_dims=in_dims, randomness="different")(stacked, segments, deltas)
+
+
+# --- per-member noise for SMART -----------------------------------------------------------
+
+@dataclass
+class _Draws:
+    members: list[int]  # the group's members, by index into the states
+    lengths: list[list[int]]  # [segment][group member]: the member's own sequence length
+
+
+class MemberNoise(TorchFunctionMode):
+    """Within the block, ``torch.randn_like`` of a stacked [G, B, T, H] tensor draws each member's
+    slice from that member's own random stream, at its own length T_g, so that it is the very
+    noise the member's separate run draws (``adversarial_term`` draws once per segment, in order).
+    Member streams are the global generator's states, kept in ``states``; the global one is put
+    back after each draw, so that dropout (drawn from it) is what :class:`smart.SameDropout`
+    replays. Forwards run inside the block should be wrapped in :meth:`paused`."""
+
+    def __init__(self, states: list[Tensor], draws: _Draws, device: torch.device):
+        super().__init__()
+        self.states, self.draws, self.device = states, draws, device
+        self.segment = 0
+
+    def _get(self) -> Tensor:
+        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.get_rng_state()
+
+    def _set(self, state: Tensor) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+        else:
+            torch.set_rng_state(state)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not torch.randn_like:
+            return func(*args, **kwargs)
+        like = args[0]
+        out = torch.zeros(like.shape, dtype=kwargs.get("dtype") or like.dtype, device=like.device)
+        outer = self._get()
+        for g, member in enumerate(self.draws.members):
+            length = self.draws.lengths[self.segment][g]
+            self._set(self.states[member])
+            out[g, :, :length] = torch.randn(out.shape[1], length, *out.shape[3:], dtype=out.dtype,
+                                             device=out.device)
+            self.states[member] = self._get()
+        self._set(outer)
+        self.segment += 1
+        return out
+
+    @staticmethod
+    def paused():
+        return torch._C.DisableTorchFunction()
+
+
+class _PerMember:
+    """A divergence for stacked outputs: each member's own, summed (members are independent, so
+    the sum's gradient is each member's); the vector of the last call is kept for the logs."""
+
+    def __init__(self, divergence):
+        self.divergence = vmap(divergence)
+        self.last: Tensor | None = None
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        self.last = self.divergence(a, b)
+        return self.last.sum()
+
+
+class _Site(nn.Module):
+    """Where ``adversarial_term`` adds its perturbation in the fused step: called once per segment
+    outside vmap on zeros, its hook's output is the stacked delta the vmapped forward adds."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+# --- the stacked batch --------------------------------------------------------------------
+
+def _pad_to(tensor: Tensor, width: int) -> Tensor:
+    return F.pad(tensor, (0, width - tensor.shape[-1]))
+
+
+def stack_batches(batches: list[tuple[list[dict[str, Tensor]], Tensor]]) -> tuple[list[dict[str, Tensor]], Tensor,
+                                                                                    list[list[int]]]:
+    """Members' batches (of equal rows) as one: each segment's tensors padded to the longest and
+    stacked; the labels stacked; and each member's own length per segment."""
+    segments, lengths = [], []
+    for k in range(len(batches[0][0])):
+        width = max(segs[k]["input_ids"].shape[-1] for segs, _ in batches)
+        segments.append({key: torch.stack([_pad_to(segs[k][key], width) for segs, _ in batches])
+                         for key in batches[0][0][k]})
+        lengths.append([segs[k]["input_ids"].shape[-1] for segs, _ in batches])
+    return segments, torch.stack([labels for _, labels in batches]), lengths
+
+
+# --- one step -----------------------------------------------------------------------------
+
+@dataclass
+class Group:
+    """What trains: the stacked student, its teacher, each member's random stream and terms."""
+
+    stacked: StackedModel
+    teacher: smart.EmaTeacher | None
+    settings: smart.Settings | None
+    states: list[Tensor]  # each member's random number generator state
+    terms: list[StepTerms]
+    device: torch.device
+    surgery: str | None = None  # PCGrad's reduction, None without surgery
+    surgery_rngs: list[torch.Generator] | None = None  # each member's, as train.train seeds it
+
+
+def group_objective(group: Group, task: str, members: list[int], batches) -> Tensor:
+    """The sum over ``members`` of each one's task_objective (smartmtl.train) on its own batch."""
+    segments, labels, lengths = stack_batches(batches)
+    index = None if members == list(range(group.stacked.members)) else torch.tensor(members, device=group.device)
+    params = group.stacked.parameters(members=index)
+    settings = group.settings
+    site = settings.site if settings is not None else None
+    # As in task_objective: every forward of the step draws the clean forward's dropout masks
+    # (each member its own, vmap's randomness="different"); nothing is drawn with dropout 0.
+    same_dropout = smart.SameDropout(group.device) if settings is not None else None
+    output, clean_inputs = group.stacked.run(params, task, segments, site)
+    losses = vmap(functools.partial(task_loss, task))(output, labels)
+    for g, member in enumerate(members):
+        group.terms[member].add(f"loss_{task}", losses[g])
+    objective = losses
+    if settings is None:
+        return objective.sum()
+    divergence = TASKS[task].divergence
+    if settings.lambda_s > 0:
+        per_member, site_proxy = _PerMember(divergence), _Site()
+        token_masks = [segment["attention_mask"] for segment in segments]
+
+        def perturbed() -> Tensor:
+            deltas = [site_proxy(torch.zeros_like(x)) for x in clean_inputs]  # the hook adds adversarial_term's
+            with MemberNoise.paused():
+                return group.stacked.run(params, task, segments, site, deltas)[0]
+
+        with MemberNoise(group.states, _Draws(members, lengths), group.device):
+            smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
+                                   settings.perturbation, token_masks, same_dropout)
+        for g, member in enumerate(members):
+            group.terms[member].add(f"smart_{task}", per_member.last[g])
+        objective = objective + settings.lambda_s * per_member.last
+    if group.teacher is not None and settings.mu > 0:
+        same_dropout.replay()
+        with torch.no_grad():
+            teacher_params = group.stacked.parameters(group.teacher.model, index)
+            taught = group.stacked.run(teacher_params, task, segments)[0]
+        bregman = vmap(functools.partial(smart.bregman_loss, divergence=divergence))(output, taught)
+        for g, member in enumerate(members):
+            group.terms[member].add(f"bregman_{task}", bregman[g])
+        objective = objective + settings.mu * bregman
+    same_dropout.close()
+    return objective.sum()
+
+
+def clip_per_member(stacked: nn.Module, max_norm: float) -> Tensor:
+    """``clip_grad_norm_`` for each member: its global 2-norm over all its gradients; returns the norms."""
+    grads = [p.grad for p in stacked.parameters() if p.grad is not None]
+    members = grads[0].shape[0]
+    norms = torch.stack([g.reshape(members, -1).float().norm(dim=1) for g in grads], dim=1).norm(dim=1)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+    return norms
+
+
+def _flat_per_member(params: Sequence[Tensor]) -> Tensor:
+    """The stacked gradients as one [M, N] float32 matrix: row m is member m's pcgrad.flatten_grads."""
+    members = params[0].shape[0]
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(members, -1).float()
+                      for p in params], dim=1)
+
+
+def _surgery(group: Group, shared: Sequence[Tensor], task_grads: list[Tensor]) -> None:
+    """PCGrad for each member (pcgrad.project_conflicting with its own generator), written into
+    the stacked gradients as pcgrad.surgery_backward writes a run's; its cosines logged."""
+    combined = []
+    for member in range(group.stacked.members):
+        grads = [g[member] for g in task_grads]
+        combined.append(pcgrad.project_conflicting(grads, group.surgery_rngs[member], group.surgery))
+        cosines = pcgrad.pairwise_cosines(grads)
+        if len(cosines):
+            group.terms[member].add("surgery_conflict", (cosines < 0).any().float())
+            group.terms[member].add("surgery_cosine", cosines.mean())
+    flat, offset = torch.stack(combined), 0
+    for p in shared:
+        size = p[0].numel()
+        p.grad = flat[:, offset:offset + size].reshape(p.shape).to(p.dtype).clone()
+        offset += size
+
+
+def group_step(group: Group, steps: list[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures],
+               autocast) -> None:
+    """One optimizer step's gradients for every member (``steps[m]``: member m's batches). With
+    surgery each task's shared-encoder gradients are set aside and combined per member."""
+    shared = group.stacked.holder.shared_parameters()
+    task_grads = []
+    for task in steps[0]:
+        if group.surgery:
+            for p in shared:
+                p.grad = None
+        by_rows: dict[int, list[int]] = {}
+        for member, batches in enumerate(steps):
+            by_rows.setdefault(len(batches[task]), []).append(member)
+        for members in by_rows.values():
+            batches = [train_data[task].batch(steps[m][task], group.device) for m in members]
+            with autocast():
+                objective = group_objective(group, task, members, batches)
+            objective.backward()
+        if group.surgery:
+            task_grads.append(_flat_per_member(shared))
+    if group.surgery:
+        _surgery(group, shared, task_grads)
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def check_group(specs: Sequence[RunSpec]) -> None:
+    """A group is one configuration trained with several seeds."""
+    if not specs:
+        raise ValueError("a fused group needs at least one run")
+    first = replace(specs[0], name="", seed=0)
+    for spec in specs[1:]:
+        if replace(spec, name="", seed=0) != first:
+            raise ValueError(f"runs of a fused group differ only in their seed: {specs[0]} vs {spec}")
+    if distributed.world_size() > 1:
+        raise NotImplementedError("a fused group trains in one process")
+
+
+@dataclass
+class FusedTraining:
+    """A group ready to train: the stacked members, their optimizer, schedule and teacher."""
+
+    group: Group
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    grad_clip: float
+
+    def step(self, steps: Sequence[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures], autocast) -> None:
+        """One optimizer step of every member (``steps[m]``: member m's batches), as train.train makes it."""
+        holder = self.group.stacked.holder
+        self.optimizer.zero_grad(set_to_none=True)
+        group_step(self.group, list(steps), train_data, autocast)
+        if self.grad_clip:
+            clip_per_member(holder, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.group.teacher is not None:
+            self.group.teacher.update(holder)
+
+
+def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, total_steps: int,
+                attention: str | None = "eager") -> FusedTraining:
+    """Build each member as train.train builds its run (seeded, then build_model), stack them, and
+    give the stack one AdamW (two groups: encoder and heads), the schedule and the EMA teacher."""
+    check_group(specs)
+    tp = params.train
+    models, states = [], []
+    for member in specs:
+        torch.manual_seed(member.seed)
+        models.append(build_model(member, params).to(device).train())
+        states.append(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+    stacked = StackedModel(models, attention)
+    del models
+    holder = stacked.holder.train()
+    optimizer = torch.optim.AdamW([{"params": list(holder.encoder.parameters()), "lr": tp.lr},
+                                   {"params": list(holder.heads.parameters()), "lr": tp.head_lr}],
+                                  betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
+    scheduler = learning_rate_schedule(optimizer, total_steps, tp.warmup, tp.decay)
+    settings = smart_settings(specs[0], params)
+    teacher = None
+    if settings is not None and settings.mu > 0:
+        sp = params.smart
+        teacher = smart.EmaTeacher(holder, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
+    surgery = params.surgery.reduction if specs[0].surgery else None
+    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device, surgery,
+                  [torch.Generator().manual_seed(member.seed) for member in specs])
+    return FusedTraining(group, optimizer, scheduler, tp.grad_clip)
+
+
+def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[str, TaskFeatures]],
+                compute: Compute, *, logs: Sequence[TrainingLog] | None = None,
+                attention: str | None = "eager") -> list[MultitaskModel]:
+    """Train the runs ``specs`` (one configuration, several seeds) as one fused model and return
+    each run's model: what :func:`smartmtl.train.train` returns for each, run by run.
+    ``attention``: the encoder's attention implementation inside vmap (None: the model's own)."""
+    check_group(specs)
+    tp = params.train
+    train_data, dev_data = data["train"], data["dev"]
+    spec = specs[0]
+    tasks = tasks_of(spec.schedule)
+    logs = list(logs) if logs is not None else [TrainingLog() for _ in specs]
+    sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
+    plans = [build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, member.seed,
+                        epochs=spec.epochs, sequential_epochs=sequential_epochs) for member in specs]
+    shape = [len(epoch) for epoch in plans[0]]
+    if any([len(epoch) for epoch in plan] != shape for plan in plans):
+        raise NotImplementedError("the members' plans differ in length: a sequential fraction of a task")
+    total_steps = sum(shape)
+    training = start_group(specs, params, compute.device, total_steps, attention)
+    group = training.group
+    log_every = max(1, total_steps // LOG_POINTS)
+
+    step = 0
+    for epoch in range(len(shape)):
+        group.terms = [StepTerms() for _ in specs]
+        for steps in zip(*(plan[epoch] for plan in plans), strict=True):
+            training.step(steps, train_data, compute.autocast)
+            step += 1
+            if step % log_every == 0:
+                for log, terms in zip(logs, group.terms, strict=True):
+                    log.steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
+        last = epoch == len(shape) - 1
+        for member, (log, terms) in enumerate(zip(logs, group.terms, strict=True)):
+            metrics = {} if last else evaluate(group.stacked.member(member).eval(),
+                                               _dev_subset(dev_data, tasks, tp.epoch_eval_rows),
+                                               tp.eval_batch_size, compute.device, compute.autocast)[0]
+            log.epoch(epoch, step, {**{f"dev/{k}": v for k, v in metrics.items()},
+                                    **{f"train/{k}": v for k, v in terms.means().items()}})
+    return [group.stacked.member(member).train() for member in range(len(specs))]

@@ -1,0 +1,164 @@
+"""A fused group of runs (smartmtl.fused) equals its runs trained one by one (smartmtl.train)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import tiny_params
+
+from smartmtl.features import load_features
+from smartmtl.fused import check_group, clip_per_member, train_group
+from smartmtl.hardware import resolve_compute
+from smartmtl.train import TrainingLog, train
+from smartmtl.variants import RunSpec
+
+TASKS = ("sst", "qqp", "sts")
+SEEDS = (0, 1, 2)
+TOLERANCE = 1e-5
+# Dropout 0: with it, SMART's Gaussian starts are a run's only random draws after its model is built.
+SPEC = RunSpec(name="row", kind="table2", label="Row", head="concat", schedule="simultaneous", epochs=2,
+               smart=True, surgery=False, pretrained=False, dropout=0.0, lambda_s=1.0, seed=0, row="row")
+CASES = {
+    "plain": dict(smart=False),
+    "smart_bregman": dict(smart=True, lambda_s=1.0),
+    # Two segments a pair (two noise draws), and surgery: 1 epoch (2 steps), to stay near 30 s.
+    "smart_bregman_pairs_apart": dict(smart=True, lambda_s=1.0, head="separate", epochs=1),
+    "smart_bregman_surgery": dict(smart=True, lambda_s=1.0, surgery=True, epochs=1),
+}
+
+
+class Steps(TrainingLog):
+    """Each logged step's terms (every step at this size: 4 steps < LOG_POINTS)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def steps(self, step, terms):
+        self.seen.append((step, terms))
+
+
+def _params(prepared_dir):
+    return tiny_params(prepared_dir, model={"dropout": 0.0}, smart={"mu": 1.0})
+
+
+def _members(case):
+    return [dataclasses.replace(SPEC, **CASES[case], name=f"row-s{seed}", seed=seed) for seed in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def features(prepared_dir):
+    cache = {}
+
+    def get(head):
+        if head not in cache:
+            cache[head] = load_features(_params(prepared_dir), TASKS, head, splits=("train", "dev"))
+        return cache[head]
+
+    return get
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_fused_group_equals_its_runs_one_by_one(case, features, prepared_dir):
+    params, specs = _params(prepared_dir), _members(case)
+    data = features(specs[0].head)
+    compute = resolve_compute("fp32")
+    alone = []
+    for spec in specs:
+        log = Steps()
+        model = train(spec, params, data, compute, log=log)
+        alone.append((model.state_dict(), log.seen))
+    logs = [Steps() for _ in specs]
+    fused = [model.state_dict() for model in train_group(specs, params, data, compute, logs=logs)]
+
+    for (weights, steps), fused_weights, fused_log in zip(alone, fused, logs, strict=True):
+        assert _max_difference(weights, fused_weights) <= TOLERANCE
+        steps_run = list(range(1, 2 * specs[0].epochs + 1))  # 2 steps an epoch: 8 SST rows at batch 4
+        assert [step for step, _ in fused_log.seen] == [step for step, _ in steps] == steps_run
+        for (_, terms), (_, fused_terms) in zip(steps, fused_log.seen, strict=True):
+            # The separate run logs SMART's diagnostics too (step 0); the fused one leaves them out.
+            assert set(fused_terms) <= set(terms)
+            for name, value in fused_terms.items():
+                assert value == pytest.approx(terms[name], abs=TOLERANCE), name
+        expected = {f"train/{term}_{task}" for task in TASKS
+                    for term in (("loss", "smart", "bregman") if specs[0].smart else ("loss",))}
+        expected |= {"train/surgery_conflict", "train/surgery_cosine"} if specs[0].surgery else set()
+        assert set(fused_log.seen[-1][1]) == expected
+    if specs[0].surgery:  # PCGrad projected somewhere: the members' task gradients did conflict
+        assert any(terms["train/surgery_conflict"] > 0 for log in logs for _, terms in log.seen)
+    # The members are three runs, not one run three times: their starts, batches and noise differ.
+    assert _max_difference(fused[0], fused[1]) > 1e-3 and _max_difference(fused[1], fused[2]) > 1e-3
+    assert logs[0].seen[0][1]["train/loss_sst"] != logs[1].seen[0][1]["train/loss_sst"]
+
+
+def test_one_adamw_over_stacked_tensors_is_one_adamw_per_member():
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(3, 5, 4), (3, 7)]
+    stacked = [torch.randn(shape, generator=generator).requires_grad_() for shape in shapes]
+    alone = [[p[m].detach().clone().requires_grad_() for p in stacked] for m in range(3)]
+    settings = dict(betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, fused=True)
+    optimizers = [torch.optim.AdamW([{"params": ps[:1], "lr": 1e-2}, {"params": ps[1:], "lr": 1e-1}], **settings)
+                  for ps in [stacked, *alone]]
+    for _ in range(5):
+        grads = [torch.randn(shape, generator=generator) for shape in shapes]
+        for p, g in zip(stacked, grads):
+            p.grad = g.clone()
+        for m, ps in enumerate(alone):
+            for p, g in zip(ps, grads):
+                p.grad = g[m].clone()
+        for optimizer in optimizers:
+            optimizer.step()
+    for m, ps in enumerate(alone):
+        for p, q in zip(stacked, ps):
+            assert torch.allclose(p[m], q, atol=1e-7, rtol=0)
+
+
+def test_clipping_is_per_member():
+    generator = torch.Generator().manual_seed(1)
+    holder = torch.nn.Linear(4, 3)
+    holder.weight = torch.nn.Parameter(torch.zeros(3, 3, 4))
+    holder.bias = torch.nn.Parameter(torch.zeros(3, 3))
+    scales = torch.tensor([0.01, 1.0, 100.0])  # one member below the norm, two above
+    holder.weight.grad = torch.randn(3, 3, 4, generator=generator) * scales.view(3, 1, 1)
+    holder.bias.grad = torch.randn(3, 3, generator=generator) * scales.view(3, 1)
+    alone = []
+    for m in range(3):
+        ps = [torch.nn.Parameter(holder.weight[m].detach().clone()), torch.nn.Parameter(holder.bias[m].detach().clone())]
+        ps[0].grad, ps[1].grad = holder.weight.grad[m].clone(), holder.bias.grad[m].clone()
+        torch.nn.utils.clip_grad_norm_(ps, 1.0)
+        alone.append(ps)
+    clip_per_member(holder, 1.0)
+    for m, (weight, bias) in enumerate(alone):
+        assert torch.allclose(holder.weight.grad[m], weight.grad, rtol=1e-6, atol=0)
+        assert torch.allclose(holder.bias.grad[m], bias.grad, rtol=1e-6, atol=0)
+
+
+def test_a_group_is_one_configuration_with_several_seeds():
+    specs = _members("smart_bregman")
+    check_group(specs)
+    with pytest.raises(ValueError, match="differ only in their seed"):
+        check_group([specs[0], dataclasses.replace(specs[1], lambda_s=5.0)])
+    with pytest.raises(ValueError, match="differ only in their seed"):
+        check_group([specs[0], dataclasses.replace(specs[1], surgery=True)])
+
+
+def test_with_dropout_each_member_draws_its_own_masks_and_replays_them(features, prepared_dir):
+    # Two members of one seed: the same start, batches and SMART noise, so only their dropout
+    # masks can tell them apart. The teacher equals the student at the first step: its Bregman
+    # term is zero only where SMART's forwards replay the clean forward's masks (smart.SameDropout).
+    params = tiny_params(prepared_dir, model={"dropout": 0.3}, smart={"mu": 1.0})
+    specs = [dataclasses.replace(SPEC, dropout=0.3, epochs=1, name=f"row-{m}") for m in range(2)]
+    logs = [Steps() for _ in specs]
+    train_group(specs, params, features("concat"), resolve_compute("fp32"), logs=logs)
+    first = [log.seen[0][1] for log in logs]
+    for terms in first:
+        for task in TASKS:
+            assert terms[f"train/bregman_{task}"] == pytest.approx(0.0, abs=1e-7)
+            assert terms[f"train/smart_{task}"] > 0
+    assert all(first[0][f"train/loss_{task}"] != first[1][f"train/loss_{task}"] for task in TASKS)
