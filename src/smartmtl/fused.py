@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.overrides import TorchFunctionMode
 
 from smartmtl import distributed, pcgrad, smart
 from smartmtl.config import Params
@@ -131,16 +130,15 @@ class _Draws:
     lengths: list[list[int]]  # [segment][group member]: the member's own sequence length
 
 
-class MemberNoise(TorchFunctionMode):
-    """Within the block, ``torch.randn_like`` of a stacked [G, B, T, H] tensor draws each member's
-    slice from that member's own random stream, at its own length T_g, so that it is the very
-    noise the member's separate run draws (``adversarial_term`` draws once per segment, in order).
+class MemberNoise:
+    """SMART's noise for a stacked [G, B, T, H] input: each member's slice drawn from that
+    member's own random stream, at its own length T_g, so that it is the very noise the
+    member's separate run draws (``adversarial_term`` draws once per segment, in order).
     Member streams are the global generator's states, kept in ``states``; the global one is put
     back after each draw, so that dropout (drawn from it) is what :class:`smart.SameDropout`
-    replays. Forwards run inside the block should be wrapped in :meth:`paused`."""
+    replays."""
 
     def __init__(self, states: list[Tensor], draws: _Draws, device: torch.device):
-        super().__init__()
         self.states, self.draws, self.device = states, draws, device
         self.segment = 0
 
@@ -153,12 +151,8 @@ class MemberNoise(TorchFunctionMode):
         else:
             torch.set_rng_state(state)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not torch.randn_like:
-            return func(*args, **kwargs)
-        like = args[0]
-        out = torch.zeros(like.shape, dtype=kwargs.get("dtype") or like.dtype, device=like.device)
+    def __call__(self, like: Tensor) -> Tensor:
+        out = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
         outer = self._get()
         for g, member in enumerate(self.draws.members):
             length = self.draws.lengths[self.segment][g]
@@ -169,10 +163,6 @@ class MemberNoise(TorchFunctionMode):
         self._set(outer)
         self.segment += 1
         return out
-
-    @staticmethod
-    def paused():
-        return torch._C.DisableTorchFunction()
 
 
 class _PerMember:
@@ -255,12 +245,11 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
 
         def perturbed() -> Tensor:
             deltas = [site_proxy(torch.zeros_like(x)) for x in clean_inputs]  # the hook adds adversarial_term's
-            with MemberNoise.paused():
-                return group.stacked.run(params, task, segments, site, deltas)[0]
+            return group.stacked.run(params, task, segments, site, deltas)[0]
 
-        with MemberNoise(group.states, _Draws(members, lengths), group.device):
-            smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
-                                   settings.perturbation, token_masks, same_dropout)
+        smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
+                               settings.perturbation, token_masks, same_dropout,
+                               noise=MemberNoise(group.states, _Draws(members, lengths), group.device))
         for g, member in enumerate(members):
             group.terms[member].add(f"smart_{task}", per_member.last[g])
         objective = objective + settings.lambda_s * per_member.last

@@ -156,7 +156,7 @@ def _ascent(delta: Tensor, grad: Tensor, scale: Tensor, how: Perturbation) -> Te
 def adversarial_term(forward: Callable[[], Tensor], site: nn.Module, clean_inputs: Sequence[Tensor],
                      clean_output: Tensor, divergence: Divergence, how: Perturbation,
                      token_masks: Sequence[Tensor], same_dropout: SameDropout | None = None,
-                     ) -> tuple[Tensor, list[Tensor]]:
+                     noise: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
     """SMART's smoothness term for one batch, and the perturbations it used.
 
     ``forward()`` runs the model; ``clean_inputs`` are the site's outputs in the clean forward
@@ -164,13 +164,14 @@ def adversarial_term(forward: Callable[[], Tensor], site: nn.Module, clean_input
     perturbation starts as Gaussian noise, takes ``how.steps`` ascent steps on
     ``divergence(f(x + delta), f(x))`` (gradients w.r.t. delta only: no weight gradient is
     made), and is zero on padding. The returned term is attached to the model's parameters
-    through both outputs; delta is detached.
+    through both outputs; delta is detached. ``noise(like)`` draws the standard normal start
+    (default: ``torch.randn_like``; a fused group draws each member's from its own stream).
     """
     masks = [m.unsqueeze(-1).to(torch.float32) for m in token_masks]
     scales = [(token_norm(x.detach().float(), how.norm) if how.scale == "token" else 1.0) * m
               for x, m in zip(clean_inputs, masks, strict=True)]
-    deltas = [torch.randn_like(s.expand_as(x), dtype=torch.float32) * how.sigma * s
-              for x, s in zip(clean_inputs, scales)]
+    draw = noise or (lambda like: torch.randn_like(like, dtype=torch.float32))
+    deltas = [draw(s.expand_as(x)) * how.sigma * s for x, s in zip(clean_inputs, scales)]
     if how.steps == 0:  # the start itself, kept inside the ball
         deltas = [project(d, how.epsilon * s, how.norm) for d, s in zip(deltas, scales)]
     clean = clean_output.detach()
