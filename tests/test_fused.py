@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_params
@@ -11,8 +15,11 @@ from conftest import tiny_params
 from smartmtl.features import load_features
 from smartmtl.fused import check_group, clip_per_member, train_group
 from smartmtl.hardware import resolve_compute
+from smartmtl.heads import build_model, save_model
+from smartmtl.layout import Layout
+from smartmtl.runner import run, run_group
 from smartmtl.train import TrainingLog, train
-from smartmtl.variants import RunSpec
+from smartmtl.variants import PRETRAIN, RunSpec, pretrain_spec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
 SEEDS = (0, 1, 2)
@@ -162,3 +169,39 @@ def test_with_dropout_each_member_draws_its_own_masks_and_replays_them(features,
             assert terms[f"train/bregman_{task}"] == pytest.approx(0.0, abs=1e-7)
             assert terms[f"train/smart_{task}"] > 0
     assert all(first[0][f"train/loss_{task}"] != first[1][f"train/loss_{task}"] for task in TASKS)
+
+
+def test_run_group_writes_each_runs_outputs_as_run_does(prepared_dir, tmp_path):
+    # Grid runs (they predict test too) of a pretrained row: each member must start from the
+    # pretrain checkpoint as its run does, here one moved away from the bare backbone.
+    params = _params(prepared_dir)
+    specs = [dataclasses.replace(table2_spec(params, "concat_smart_surgery_pretrain", seed), surgery=False,
+                                 kind="grid") for seed in (0, 1)]
+    checkpoint = Layout(tmp_path / "pretrain").model_dir(PRETRAIN) / "model.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    torch.manual_seed(5)
+    pretrained = build_model(pretrain_spec(params), params)
+    with torch.no_grad():
+        for parameter in pretrained.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    save_model(pretrained, checkpoint)
+    alone, fused = Layout(tmp_path / "alone"), Layout(tmp_path / "fused")
+    for layout in (alone, fused):
+        shutil.copytree(checkpoint.parent, layout.model_dir(PRETRAIN))
+
+    records = [run(spec, params, alone) for spec in specs]
+    fused_records = run_group(specs, params, fused)
+
+    for spec, record, fused_record in zip(specs, records, fused_records, strict=True):
+        assert fused_record["group"] == 2
+        assert fused_record["dev"] == pytest.approx(record["dev"], abs=TOLERANCE)
+        for task in TASKS:
+            for split in ("dev", "test"):
+                ours, theirs = (pd.read_csv(layout.predictions_file(spec.name, task, split))
+                                for layout in (fused, alone))
+                assert ours["id"].tolist() == theirs["id"].tolist()
+                assert np.allclose(ours["prediction"], theirs["prediction"], atol=TOLERANCE, rtol=0)
+        assert json.loads(fused.metrics_file(spec.name).read_text()) == fused_record
+        assert (fused.model_dir(spec.name) / "model.safetensors").exists()
+        assert json.loads((fused.live_dir(spec.name) / "metrics.json").read_text())["dev"] == fused_record["dev"]
+    assert records[0]["dev"] != records[1]["dev"]  # two seeds, two runs

@@ -53,6 +53,32 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
     typer.echo(f"wrote {output}")
 
 
+@app.command("train-group")
+def train_group(row: str = typer.Argument("", help="A Table 2 row (a key of `variants` or `smart_variants`)."),
+                seeds: str = typer.Option("", help="Comma-separated seeds (default: the row's seeds in params.yaml)."),
+                grid: str = typer.Option("", help="DROPOUT,LAMBDA_S: train that Table 3 cell instead of a row "
+                                                  "(ROW is then ignored)."),
+                params: Path = PARAMS_OPTION) -> None:
+    """Train the seeds of one row (or grid cell) as one fused model, on a GPU, writing each run's
+    outputs as its finetune stage would (docs/fused.md); `dvc commit` then records them."""
+    from smartmtl.config import load_params
+    from smartmtl.runner import run_group
+    from smartmtl.variants import grid_spec, table2_spec
+
+    with user_errors("train-group"):
+        settings = load_params(params)
+        chosen = [int(seed) for seed in seeds.split(",")] if seeds else settings.sweep.seeds
+        if grid:
+            dropout, lambda_s = (float(value) for value in grid.split(","))
+            specs = [grid_spec(settings, dropout, lambda_s, seed) for seed in chosen]
+        elif row:
+            specs = [table2_spec(settings, row, seed) for seed in chosen]
+        else:
+            raise typer.BadParameter("name a Table 2 row, or a grid cell with --grid DROPOUT,LAMBDA_S")
+        for spec, record in zip(specs, run_group(specs, settings), strict=True):
+            typer.echo(f"{spec.name}: {record['dev']}")
+
+
 @app.command()
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:

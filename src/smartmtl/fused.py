@@ -36,6 +36,7 @@ import copy
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -363,7 +364,7 @@ class FusedTraining:
 
 
 def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, total_steps: int,
-                attention: str | None = "eager") -> FusedTraining:
+                attention: str | None = "eager", init: Path | None = None) -> FusedTraining:
     """Build each member as train.train builds its run (seeded, then build_model), stack them, and
     give the stack one AdamW (two groups: encoder and heads), the schedule and the EMA teacher."""
     check_group(specs)
@@ -371,7 +372,7 @@ def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, 
     models, states = [], []
     for member in specs:
         torch.manual_seed(member.seed)
-        models.append(build_model(member, params).to(device).train())
+        models.append(build_model(member, params, init).to(device).train())
         states.append(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
     stacked = StackedModel(models, attention)
     del models
@@ -393,11 +394,12 @@ def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, 
 
 
 def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[str, TaskFeatures]],
-                compute: Compute, *, logs: Sequence[TrainingLog] | None = None,
+                compute: Compute, *, init: Path | None = None, logs: Sequence[TrainingLog] | None = None,
                 attention: str | None = "eager") -> list[MultitaskModel]:
     """Train the runs ``specs`` (one configuration, several seeds) as one fused model and return
-    each run's model: what :func:`smartmtl.train.train` returns for each, run by run.
-    ``attention``: the encoder's attention implementation inside vmap (None: the model's own)."""
+    each run's model: what :func:`smartmtl.train.train` returns for each, run by run, from the
+    same ``init`` checkpoint. ``attention``: the encoder's attention implementation inside vmap
+    (None: the model's own)."""
     check_group(specs)
     tp = params.train
     train_data, dev_data = data["train"], data["dev"]
@@ -411,7 +413,7 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     if any([len(epoch) for epoch in plan] != shape for plan in plans):
         raise NotImplementedError("the members' plans differ in length: a sequential fraction of a task")
     total_steps = sum(shape)
-    training = start_group(specs, params, compute.device, total_steps, attention)
+    training = start_group(specs, params, compute.device, total_steps, attention, init)
     group = training.group
     log_every = max(1, total_steps // LOG_POINTS)
 

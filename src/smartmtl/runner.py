@@ -8,6 +8,8 @@ For a model ``<name>`` (see :mod:`smartmtl.variants`) it writes
 - ``dvclive/<name>/`` (per-epoch curves).
 Resume checkpoints live in ``checkpoints/<name>/`` (outside DVC's outputs, which DVC clears
 before a stage runs) and are deleted once the model is complete.
+:func:`run_group` trains several seeds of one configuration as one fused model (a GPU's way,
+:mod:`smartmtl.fused`) and writes the same outputs for each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
 from smartmtl.features import load_features
+from smartmtl.fused import train_group
 from smartmtl.hardware import resolve_compute
 from smartmtl.heads import save_model
 from smartmtl.inference import evaluate
@@ -78,14 +81,18 @@ def predicts_test(spec: RunSpec) -> bool:
     return spec.kind == "grid"
 
 
-def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
-    """Train ``spec`` and write its outputs; return its metrics record."""
-    tasks = tasks_of(spec.schedule)
-    features = load_features(params, tasks, spec.head)
+def _pretrained_init(spec: RunSpec, layout: Layout) -> Path | None:
     init = layout.model_dir(PRETRAIN) / "model.safetensors" if spec.pretrained else None
     if init is not None and not init.exists():
         raise FileNotFoundError(f"{spec.name} starts from the QQP pretrain checkpoint {init}, which does not "
                                 "exist: run `dvc repro pretrain` first")
+    return init
+
+
+def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
+    """Train ``spec`` and write its outputs; return its metrics record."""
+    features = load_features(params, tasks_of(spec.schedule), spec.head)
+    init = _pretrained_init(spec, layout)
     compute = resolve_compute(params.train.precision)
     started = time.perf_counter()
     run_log = LiveLog(layout.live_dir(spec.name)) if distributed.is_main_process() else TrainingLog()
@@ -96,7 +103,29 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if stop_after_epochs is not None or not distributed.is_main_process():
         run_log.end()
         return {}
+    return _score_and_save(spec, params, layout, model, features, compute, run_log, {"train_seconds": round(train_seconds, 1)})
 
+
+def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -> list[dict]:
+    """Train the runs ``specs`` (one configuration, several seeds) as one fused model
+    (:mod:`smartmtl.fused`, for a GPU) and write each run's outputs as :func:`run` writes them;
+    each record's ``train_seconds`` is its share of the group's, and ``group`` its size."""
+    features = load_features(params, tasks_of(specs[0].schedule), specs[0].head)
+    init = _pretrained_init(specs[0], layout)
+    compute = resolve_compute(params.train.precision)
+    started = time.perf_counter()
+    logs = [LiveLog(layout.live_dir(spec.name)) for spec in specs]
+    models = train_group(specs, params, features, compute, init=init, logs=logs)
+    timing = {"train_seconds": round((time.perf_counter() - started) / len(specs), 1), "group": len(specs)}
+    return [_score_and_save(spec, params, layout, model, features, compute, run_log, timing)
+            for spec, model, run_log in zip(specs, models, logs, strict=True)]
+
+
+def _score_and_save(spec: RunSpec, params: Params, layout: Layout, model, features, compute, run_log: LiveLog,
+                    timing: dict) -> dict:
+    """Score the trained model on dev (and test where it may be submitted), and write its
+    predictions, metrics, DVCLive folder and model; return its metrics record."""
+    tasks = tasks_of(spec.schedule)
     # Scores only: what the run is lives in its RunSpec, written beside the model.
     record: dict = {}
     for split in ("dev", "test") if predicts_test(spec) else ("dev",):
@@ -111,7 +140,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if run_log.surgery:  # epochs of one run are equally long: the run's share is their mean
         record["surgery"] = {key: float(np.mean([epoch[key] for epoch in run_log.surgery]))
                              for key in run_log.surgery[0]}
-    record["train_seconds"] = round(train_seconds, 1)
+    record.update(timing)
 
     with atomic_path(layout.model_dir(spec.name)) as directory:
         save_run(model.cpu(), spec, params, directory)
