@@ -148,7 +148,9 @@ def report(args, device, precision, torch, baseline, results) -> str:
         lines.append(f"| {members} | {rate:,.1f} | {rate / members:,.1f} | {rate / baseline:.2f}x | {peak:,.0f} |")
         if best is None or rate > best[1]:
             best = (members, rate)
-    if best is not None:
+    if best is not None and device.type != "cuda":
+        lines.append("\nThe paper preset's GPU-hours are computed on a GPU only: a CPU's ratio says nothing of a GPU's.")
+    elif best is not None:
         speedup = best[1] / baseline
         lines.append(f"\nPaper preset with groups of {best[0]} fused ({speedup:.2f}x one run's rate, every SMART run so "
                      f"grouped): {SMART_HOURS:.1f} SMART GPU-hours / {speedup:.2f} + {PLAIN_HOURS:.1f} "
