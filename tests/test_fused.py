@@ -13,11 +13,11 @@ import torch
 from conftest import tiny_params
 
 from smartmtl.features import load_features
-from smartmtl.fused import check_group, clip_per_member, train_group
+from smartmtl.fused import check_group, clip_per_member, run_group, train_group
 from smartmtl.hardware import resolve_compute
 from smartmtl.heads import build_model, save_model
 from smartmtl.layout import Layout
-from smartmtl.runner import run, run_group
+from smartmtl.runner import run
 from smartmtl.train import TrainingLog, train
 from smartmtl.variants import PRETRAIN, RunSpec, pretrain_spec, table2_spec
 

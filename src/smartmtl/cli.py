@@ -62,7 +62,7 @@ def train_group(row: str = typer.Argument("", help="A Table 2 row (a key of `var
     """Train the seeds of one row (or grid cell) as one fused model, on a GPU, writing each run's
     outputs as its finetune stage would (docs/fused.md); `dvc commit` then records them."""
     from smartmtl.config import load_params
-    from smartmtl.runner import run_group
+    from smartmtl.fused import run_group
     from smartmtl.variants import grid_spec, table2_spec
 
     with user_errors("train-group"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,10 +47,12 @@ from torch.func import functional_call, vmap
 
 from smartmtl import distributed, pcgrad, smart
 from smartmtl.config import Params
-from smartmtl.features import TaskFeatures
-from smartmtl.hardware import Compute
+from smartmtl.features import TaskFeatures, load_features
+from smartmtl.hardware import Compute, resolve_compute
 from smartmtl.heads import MultitaskModel, build_model
 from smartmtl.inference import evaluate
+from smartmtl.layout import Layout
+from smartmtl.runner import LiveLog, pretrained_init, score_and_save
 from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, smart_settings
@@ -125,43 +128,29 @@ class StackedModel:
 
 # --- per-member noise for SMART -----------------------------------------------------------
 
-@dataclass
-class _Draws:
-    members: list[int]  # the group's members, by index into the states
-    lengths: list[list[int]]  # [segment][group member]: the member's own sequence length
-
-
 class MemberNoise:
     """SMART's noise for a stacked [G, B, T, H] input: each member's slice drawn from that
     member's own random stream, at its own length T_g, so that it is the very noise the
     member's separate run draws (``adversarial_term`` draws once per segment, in order).
     Member streams are the global generator's states, kept in ``states``; the global one is put
     back after each draw, so that dropout (drawn from it) is what :class:`smart.SameDropout`
-    replays."""
+    replays. ``members``: the group's members drawn for, by index into ``states``;
+    ``lengths[segment][g]``: member g's own sequence length in that segment."""
 
-    def __init__(self, states: list[Tensor], draws: _Draws, device: torch.device):
-        self.states, self.draws, self.device = states, draws, device
+    def __init__(self, states: list[Tensor], members: list[int], lengths: list[list[int]], device: torch.device):
+        self.states, self.members, self.lengths, self.device = states, members, lengths, device
         self.segment = 0
-
-    def _get(self) -> Tensor:
-        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.get_rng_state()
-
-    def _set(self, state: Tensor) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(state, self.device)
-        else:
-            torch.set_rng_state(state)
 
     def __call__(self, like: Tensor) -> Tensor:
         out = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
-        outer = self._get()
-        for g, member in enumerate(self.draws.members):
-            length = self.draws.lengths[self.segment][g]
-            self._set(self.states[member])
+        outer = smart.rng_state(self.device)
+        for g, member in enumerate(self.members):
+            length = self.lengths[self.segment][g]
+            smart.set_rng_state(self.device, self.states[member])
             out[g, :, :length] = torch.randn(out.shape[1], length, *out.shape[3:], dtype=out.dtype,
                                              device=out.device)
-            self.states[member] = self._get()
-        self._set(outer)
+            self.states[member] = smart.rng_state(self.device)
+        smart.set_rng_state(self.device, outer)
         self.segment += 1
         return out
 
@@ -250,7 +239,7 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
 
         smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
                                settings.perturbation, token_masks, same_dropout,
-                               noise=MemberNoise(group.states, _Draws(members, lengths), group.device))
+                               noise=MemberNoise(group.states, members, lengths, group.device))
         for g, member in enumerate(members):
             group.terms[member].add(f"smart_{task}", per_member.last[g])
         objective = objective + settings.lambda_s * per_member.last
@@ -373,7 +362,7 @@ def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, 
     for member in specs:
         torch.manual_seed(member.seed)
         models.append(build_model(member, params, init).to(device).train())
-        states.append(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+        states.append(smart.rng_state(device))
     stacked = StackedModel(models, attention)
     del models
     holder = stacked.holder.train()
@@ -434,3 +423,18 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
             log.epoch(epoch, step, {**{f"dev/{k}": v for k, v in metrics.items()},
                                     **{f"train/{k}": v for k, v in terms.means().items()}})
     return [group.stacked.member(member).train() for member in range(len(specs))]
+
+
+def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -> list[dict]:
+    """Train the runs ``specs`` (one configuration, several seeds) as one fused model and write
+    each run's outputs as :func:`smartmtl.runner.run` writes them; each record's
+    ``train_seconds`` is its share of the group's, and ``group`` its size."""
+    features = load_features(params, tasks_of(specs[0].schedule), specs[0].head)
+    init = pretrained_init(specs[0], layout)
+    compute = resolve_compute(params.train.precision)
+    started = time.perf_counter()
+    logs = [LiveLog(layout.live_dir(spec.name)) for spec in specs]
+    models = train_group(specs, params, features, compute, init=init, logs=logs)
+    timing = {"train_seconds": round((time.perf_counter() - started) / len(specs), 1), "group": len(specs)}
+    return [score_and_save(spec, params, layout, model, features, compute, run_log, timing)
+            for spec, model, run_log in zip(specs, models, logs, strict=True)]

@@ -8,8 +8,8 @@ For a model ``<name>`` (see :mod:`smartmtl.variants`) it writes
 - ``dvclive/<name>/`` (per-epoch curves).
 Resume checkpoints live in ``checkpoints/<name>/`` (outside DVC's outputs, which DVC clears
 before a stage runs) and are deleted once the model is complete.
-:func:`run_group` trains several seeds of one configuration as one fused model (a GPU's way,
-:mod:`smartmtl.fused`) and writes the same outputs for each.
+:func:`smartmtl.fused.run_group` trains several seeds of one configuration as one fused model
+(a GPU's way) and writes the same outputs for each, through :func:`score_and_save`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dvclive import Live
 from smartmtl import distributed
 from smartmtl.config import Params
 from smartmtl.features import load_features
-from smartmtl.fused import train_group
 from smartmtl.hardware import resolve_compute
 from smartmtl.heads import save_model
 from smartmtl.inference import evaluate
@@ -81,7 +80,7 @@ def predicts_test(spec: RunSpec) -> bool:
     return spec.kind == "grid"
 
 
-def _pretrained_init(spec: RunSpec, layout: Layout) -> Path | None:
+def pretrained_init(spec: RunSpec, layout: Layout) -> Path | None:
     init = layout.model_dir(PRETRAIN) / "model.safetensors" if spec.pretrained else None
     if init is not None and not init.exists():
         raise FileNotFoundError(f"{spec.name} starts from the QQP pretrain checkpoint {init}, which does not "
@@ -92,7 +91,7 @@ def _pretrained_init(spec: RunSpec, layout: Layout) -> Path | None:
 def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
     """Train ``spec`` and write its outputs; return its metrics record."""
     features = load_features(params, tasks_of(spec.schedule), spec.head)
-    init = _pretrained_init(spec, layout)
+    init = pretrained_init(spec, layout)
     compute = resolve_compute(params.train.precision)
     started = time.perf_counter()
     run_log = LiveLog(layout.live_dir(spec.name)) if distributed.is_main_process() else TrainingLog()
@@ -103,25 +102,10 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     if stop_after_epochs is not None or not distributed.is_main_process():
         run_log.end()
         return {}
-    return _score_and_save(spec, params, layout, model, features, compute, run_log, {"train_seconds": round(train_seconds, 1)})
+    return score_and_save(spec, params, layout, model, features, compute, run_log, {"train_seconds": round(train_seconds, 1)})
 
 
-def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -> list[dict]:
-    """Train the runs ``specs`` (one configuration, several seeds) as one fused model
-    (:mod:`smartmtl.fused`, for a GPU) and write each run's outputs as :func:`run` writes them;
-    each record's ``train_seconds`` is its share of the group's, and ``group`` its size."""
-    features = load_features(params, tasks_of(specs[0].schedule), specs[0].head)
-    init = _pretrained_init(specs[0], layout)
-    compute = resolve_compute(params.train.precision)
-    started = time.perf_counter()
-    logs = [LiveLog(layout.live_dir(spec.name)) for spec in specs]
-    models = train_group(specs, params, features, compute, init=init, logs=logs)
-    timing = {"train_seconds": round((time.perf_counter() - started) / len(specs), 1), "group": len(specs)}
-    return [_score_and_save(spec, params, layout, model, features, compute, run_log, timing)
-            for spec, model, run_log in zip(specs, models, logs, strict=True)]
-
-
-def _score_and_save(spec: RunSpec, params: Params, layout: Layout, model, features, compute, run_log: LiveLog,
+def score_and_save(spec: RunSpec, params: Params, layout: Layout, model, features, compute, run_log: LiveLog,
                     timing: dict) -> dict:
     """Score the trained model on dev (and test where it may be submitted), and write its
     predictions, metrics, DVCLive folder and model; return its metrics record."""

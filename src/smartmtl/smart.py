@@ -64,6 +64,18 @@ def at_site(site: nn.Module, deltas: Sequence[Tensor] | None = None) -> Iterator
         handle.remove()
 
 
+def rng_state(device: torch.device) -> Tensor:
+    """The state of the generator that draws dropout masks and SMART's noise on ``device``."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_rng_state(device: torch.device, state: Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
 class SameDropout:
     """Lets several forwards of one step draw the dropout masks of the first.
 
@@ -73,28 +85,18 @@ class SameDropout:
     """
 
     def __init__(self, device: torch.device):
-        self._cuda = device.type == "cuda"
         self._device = device
-        self._start = self._get()
+        self._start = rng_state(device)
         self._after: Tensor | None = None
-
-    def _get(self) -> Tensor:
-        return torch.cuda.get_rng_state(self._device) if self._cuda else torch.get_rng_state()
-
-    def _set(self, state: Tensor) -> None:
-        if self._cuda:
-            torch.cuda.set_rng_state(state, self._device)
-        else:
-            torch.set_rng_state(state)
 
     def replay(self) -> None:
         if self._after is None:
-            self._after = self._get()
-        self._set(self._start)
+            self._after = rng_state(self._device)
+        set_rng_state(self._device, self._start)
 
     def close(self) -> None:
         if self._after is not None:
-            self._set(self._after)
+            set_rng_state(self._device, self._after)
 
 
 # --------------------------------------------------------------------- adversarial term
