@@ -104,8 +104,9 @@ def smart_pretrain_row(params: Params) -> str:
     """Table 2's Concat+SMART+Pretrain row: the grid cell at (model.dropout, smart.lambda_s),
     trained once for both tables, or, when the sweep lacks that cell, a row of its own."""
     dropout, lambda_s = params.model.dropout, params.smart.lambda_s
-    on_grid = dropout in params.sweep.dropout and lambda_s in params.sweep.lambda_s
-    return grid_row(dropout, lambda_s) if on_grid else TABLE2_CELL
+    # Both lists are read whatever the answer (no short-circuit): the table2-cell stage declares both.
+    cells = {(d, lam) for d in params.sweep.dropout for lam in params.sweep.lambda_s}
+    return grid_row(dropout, lambda_s) if (dropout, lambda_s) in cells else TABLE2_CELL
 
 
 def table2_cell_seeds(params: Params) -> list[int]:
