@@ -11,7 +11,7 @@ SHARED_DATA ?= $(firstword $(wildcard ../shared/data $(ORIGIN)/../shared/data))
 # The CPU build on PyPI; a GPU user installs their own torch into .venv first.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup data repro smoke test test-all deps bench clean
+.PHONY: setup data repro groups smoke test test-all deps bench clean
 
 setup: $(STAMP) data
 
@@ -39,6 +39,23 @@ data: $(STAMP)
 
 # Stage commands call `python`: the venv's must come first on PATH.
 repro: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# On a GPU (docs/fused.md): every fine-tuning run of params.yaml trained in fused groups
+# (`smartmtl groups`: each Table 2 row's seeds, Table 3's grid, Figure 3's runs), all the groups
+# side by side (xargs -P: a batch-8 step leaves a GPU idle between kernel launches), the groups
+# dealt round-robin to GPUS devices; then `dvc commit` records them as their stages' outputs
+# and `dvc repro` does the rest (ensemble, analysis, report).
+GPUS ?= 1
+GROUPS_AT_ONCE ?= 16
+FINETUNE_STAGES := finetune-descriptive finetune finetune-smart grid table2-cell sst_lambda
+groups: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pretrain
+	mkdir -p logs
+	$(BIN)/smartmtl groups | awk -v gpus=$(GPUS) '{ print (NR - 1) % gpus, $$0 }' \
+	  | xargs -P $(GROUPS_AT_ONCE) -L 1 sh -c 'CUDA_VISIBLE_DEVICES=$$0 $(BIN)/smartmtl train-group $$1 \
+	    > logs/group-$$1.log 2>&1 && echo "group $$1 trained" || { echo "group $$1 failed: logs/group-$$1.log"; exit 255; }'
+	$(BIN)/dvc commit --force $(FINETUNE_STAGES)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # The smoke preset end to end on a copy of this working tree in .smoke/, so that this

@@ -12,14 +12,26 @@ import pytest
 import torch
 from conftest import tiny_params
 
+from smartmtl import presets
+from smartmtl.config import parse_params
 from smartmtl.features import load_features
-from smartmtl.fused import check_group, clip_per_member, run_group, train_group
+from smartmtl.fused import (
+    MEMBER_ATTENTION,
+    MemberDropout,
+    StackedModel,
+    check_group,
+    clip_per_member,
+    group_names,
+    named_group,
+    run_group,
+    train_group,
+)
 from smartmtl.hardware import resolve_compute
 from smartmtl.heads import build_model, save_model
 from smartmtl.layout import Layout
 from smartmtl.runner import run
 from smartmtl.train import TrainingLog, train
-from smartmtl.variants import PRETRAIN, RunSpec, pretrain_spec, table2_spec
+from smartmtl.variants import PRETRAIN, RunSpec, planned_runs, pretrain_spec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
 SEEDS = (0, 1, 2)
@@ -73,7 +85,17 @@ def _max_difference(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_fused_group_equals_its_runs_one_by_one(case, features, prepared_dir):
-    params, specs = _params(prepared_dir), _members(case)
+    _assert_group_equals_runs(_members(case), _params(prepared_dir), features)
+
+
+def test_grid_cells_fused_equal_their_runs_one_by_one(features, prepared_dir):
+    # Table 3's cells differ in lambda_s: each member weighs its adversarial term by its own.
+    specs = [dataclasses.replace(spec, lambda_s=lambda_s, row=f"cell-{lambda_s}")
+             for spec, lambda_s in zip(_members("smart_bregman"), (1.0, 5.0, 0.0), strict=True)]
+    _assert_group_equals_runs(specs, _params(prepared_dir), features, same_terms=False)
+
+
+def _assert_group_equals_runs(specs, params, features, same_terms=True):
     data = features(specs[0].head)
     compute = resolve_compute("fp32")
     alone = []
@@ -89,10 +111,11 @@ def test_a_fused_group_equals_its_runs_one_by_one(case, features, prepared_dir):
         steps_run = list(range(1, 2 * specs[0].epochs + 1))  # 2 steps an epoch: 8 SST rows at batch 4
         assert [step for step, _ in fused_log.seen] == [step for step, _ in steps] == steps_run
         for (_, terms), (_, fused_terms) in zip(steps, fused_log.seen, strict=True):
-            # The separate run logs SMART's diagnostics too (step 0); the fused one leaves them out.
-            assert set(fused_terms) <= set(terms)
+            # The separate run logs SMART's diagnostics too (step 0); the fused one leaves them out,
+            # and logs the adversarial term of a member whose lambda_s is 0 (it weighs it by 0).
             for name, value in fused_terms.items():
-                assert value == pytest.approx(terms[name], abs=TOLERANCE), name
+                if name in terms or same_terms:
+                    assert value == pytest.approx(terms[name], abs=TOLERANCE), name
         expected = {f"train/{term}_{task}" for task in TASKS
                     for term in (("loss", "smart", "bregman") if specs[0].smart else ("loss",))}
         expected |= {"train/surgery_conflict", "train/surgery_cosine"} if specs[0].surgery else set()
@@ -146,13 +169,72 @@ def test_clipping_is_per_member():
         assert torch.allclose(holder.bias.grad[m], bias.grad, rtol=1e-6, atol=0)
 
 
-def test_a_group_is_one_configuration_with_several_seeds():
+def test_a_group_is_one_configuration_with_several_seeds_dropouts_and_lambdas():
     specs = _members("smart_bregman")
-    check_group(specs)
-    with pytest.raises(ValueError, match="differ only in their seed"):
-        check_group([specs[0], dataclasses.replace(specs[1], lambda_s=5.0)])
-    with pytest.raises(ValueError, match="differ only in their seed"):
+    check_group([specs[0], dataclasses.replace(specs[1], lambda_s=5.0, dropout=0.3, row="cell")])
+    with pytest.raises(ValueError, match="differ only in their seed, dropout and lambda_s"):
         check_group([specs[0], dataclasses.replace(specs[1], surgery=True)])
+    with pytest.raises(ValueError, match="differ only in their seed, dropout and lambda_s"):
+        check_group([specs[0], dataclasses.replace(specs[1], head="separate")])
+
+
+@pytest.mark.parametrize("preset", ["laptop", "paper"])
+@pytest.mark.parametrize("cell", ["on the grid", "off the grid"])
+def test_the_groups_train_every_planned_run_once(preset, cell):
+    raw = presets.render(preset)
+    if cell == "off the grid":  # Table 2's Concat+SMART+Pretrain is then table2-cell's own row
+        raw["model"]["dropout"] = 0.15
+    params = parse_params(raw)
+    grouped = [spec for name in group_names(params) for spec in named_group(params, name)]
+    planned = planned_runs(params)
+    assert sorted(spec.name for spec in grouped) == sorted(spec.name for spec in planned)
+    assert {spec.name: spec for spec in grouped} == {spec.name: spec for spec in planned}
+    for name in group_names(params):
+        check_group(named_group(params, name))
+    assert ("table2-cell" in group_names(params)) == (cell == "off the grid")
+
+
+def test_member_dropout_drops_each_member_at_its_own_rate():
+    rates = torch.tensor([0.0, 0.3, 0.9])
+    dropout = MemberDropout(0.0).train()
+    torch.manual_seed(0)
+    out = torch.vmap(lambda rate, x: torch.func.functional_call(dropout, {"rate": rate}, (x,)),
+                     randomness="different")(rates, torch.ones(3, 20_000))
+    for member, rate in enumerate(rates.tolist()):
+        kept = out[member][out[member] != 0]
+        assert float((out[member] == 0).float().mean()) == pytest.approx(rate, abs=0.01)
+        assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - rate)))
+    assert torch.equal(dropout.eval()(torch.ones(4)), torch.ones(4))
+
+
+def test_members_of_different_dropouts_share_a_skeleton_that_drops_at_each_ones_rate(prepared_dir, features):
+    # Two members of one seed (one start), dropout 0 and 0.5, on the same batch in train mode:
+    # the first computes exactly what its model computes without dropout; the second, dropping
+    # in every layer and in attention, does not; and each comes back with its own nn.Dropout.
+    params = _params(prepared_dir)
+    models = []
+    for dropout in (0.0, 0.5):
+        torch.manual_seed(0)
+        models.append(build_model(dataclasses.replace(SPEC, dropout=dropout), params).train())
+    reference = build_model(SPEC, params)
+    reference.load_state_dict(models[0].state_dict())
+    stacked = StackedModel(models)
+    assert stacked.skeleton.encoder.config._attn_implementation == MEMBER_ATTENTION
+    assert not any(isinstance(m, torch.nn.Dropout) for m in stacked.skeleton.modules())
+    segments, _ = features("concat")["train"]["sst"].batch(np.arange(4))
+    called = set()  # every dropout drops, the attention probabilities' (member_attention) too
+    for name, module in stacked.skeleton.named_modules():
+        if isinstance(module, MemberDropout):
+            module.register_forward_hook(lambda module, args, out, name=name: called.add(name))
+    outputs, _ = stacked.run(stacked.parameters(), "sst", [{k: torch.stack([v, v]) for k, v in s.items()}
+                                                          for s in segments])
+    assert called == {name for name, m in stacked.skeleton.named_modules() if isinstance(m, MemberDropout)}
+    assert any(name.endswith("attention.self.dropout") for name in called)
+    assert torch.allclose(outputs[0], reference.eval()("sst", segments), atol=1e-5, rtol=0)
+    assert (outputs[1] - outputs[0]).abs().max() > 1e-2
+    for member, rate in enumerate((0.0, 0.5)):
+        dropouts = [m for m in stacked.member(member).modules() if isinstance(m, torch.nn.Dropout)]
+        assert len(dropouts) == 3 * 6 + 2 and {d.p for d in dropouts} == {rate}  # 3 a layer, embeddings, head
 
 
 def test_with_dropout_each_member_draws_its_own_masks_and_replays_them(features, prepared_dir):

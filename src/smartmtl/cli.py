@@ -54,29 +54,44 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
 
 
 @app.command("train-group")
-def train_group(row: str = typer.Argument("", help="A Table 2 row (a key of `variants` or `smart_variants`)."),
-                seeds: str = typer.Option("", help="Comma-separated seeds (default: the row's seeds in params.yaml)."),
+def train_group(row: str = typer.Argument("", help="A Table 2 row (a key of `variants` or `smart_variants`), "
+                                                   "`table3` (every grid cell) or `figure3` (every SST lambda_s)."),
+                seeds: str = typer.Option("", help="Comma-separated seeds (default: the seeds params.yaml trains "
+                                                   "them with)."),
                 grid: str = typer.Option("", help="DROPOUT,LAMBDA_S: train that Table 3 cell instead of a row "
                                                   "(ROW is then ignored)."),
                 params: Path = PARAMS_OPTION) -> None:
-    """Train the seeds of one row (or grid cell) as one fused model, on a GPU, writing each run's
-    outputs as its finetune stage would (docs/fused.md); `dvc commit` then records them."""
+    """Train runs of one configuration (a row's seeds, or Table 3's or Figure 3's every run) as one
+    fused model, on a GPU, writing each run's outputs as its finetune stage would (docs/fused.md);
+    `dvc commit` then records them."""
     from smartmtl.config import load_params
-    from smartmtl.fused import run_group
-    from smartmtl.variants import grid_spec, table2_spec
+    from smartmtl.fused import run_group, run_named_group
+    from smartmtl.variants import grid_spec
 
     with user_errors("train-group"):
         settings = load_params(params)
-        chosen = [int(seed) for seed in seeds.split(",")] if seeds else settings.sweep.seeds
+        chosen = [int(seed) for seed in seeds.split(",")] if seeds else None
         if grid:
             dropout, lambda_s = (float(value) for value in grid.split(","))
-            specs = [grid_spec(settings, dropout, lambda_s, seed) for seed in chosen]
+            specs = [grid_spec(settings, dropout, lambda_s, seed) for seed in chosen or settings.sweep.descriptive_seeds]
+            trained = list(zip(specs, run_group(specs, settings), strict=True))
         elif row:
-            specs = [table2_spec(settings, row, seed) for seed in chosen]
+            trained = run_named_group(settings, row, chosen)
         else:
-            raise typer.BadParameter("name a Table 2 row, or a grid cell with --grid DROPOUT,LAMBDA_S")
-        for spec, record in zip(specs, run_group(specs, settings), strict=True):
+            raise typer.BadParameter("name a Table 2 row, table3, figure3, or a grid cell with --grid DROPOUT,LAMBDA_S")
+        for spec, record in trained:
             typer.echo(f"{spec.name}: {record['dev']}")
+
+
+@app.command()
+def groups(params: Path = PARAMS_OPTION) -> None:
+    """The names of the fused groups that train every run of params.yaml once, one a line
+    (for `smartmtl train-group`; `make groups` trains them side by side on one GPU)."""
+    from smartmtl.config import load_params
+    from smartmtl.fused import group_names
+
+    with user_errors("groups"):
+        typer.echo("\n".join(group_names(load_params(params))))
 
 
 @app.command()

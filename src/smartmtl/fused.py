@@ -1,4 +1,5 @@
-"""Horizontal fusion (issue 26): train a group of runs that differ only in their seed as one model.
+"""Horizontal fusion (issue 26): train a group of runs as one model, the runs of one configuration
+with several seeds, or the cells of a dropout x lambda_s grid (Table 3) with theirs.
 
 The M members' weights are stacked along a new first dimension (one tensor per parameter, as
 ``torch.func.stack_module_state`` makes them) and every forward is one ``vmap`` over
@@ -7,7 +8,10 @@ GPU at batch 8 a step is bound by kernel launches, not arithmetic (docs/speed.md
 
 Each member stays the run it would be alone (:func:`smartmtl.train.train`):
 
-* **its model**: built as ``train`` builds it, ``torch.manual_seed(seed)`` then ``build_model``;
+* **its model**: built as ``train`` builds it, ``torch.manual_seed(seed)`` then ``build_model``,
+  at its own dropout: where the members' dropouts differ, every dropout of the shared skeleton
+  (BERT's attention probabilities included) is a :class:`MemberDropout`, whose rate is a stacked
+  tensor like the weights;
 * **its data order**: its own plan, ``build_plan(..., seed)``; a step's batches are padded to the
   longest member's length with attention mask 0 (the encoder gets the additive 4-D mask, which
   ``vmap`` can trace; transformers' 2-D mask path branches on the data). Members whose batch has
@@ -17,7 +21,8 @@ Each member stays the run it would be alone (:func:`smartmtl.train.train`):
   learning-rate schedule is the same for all;
 * **its gradient clipping**: the global norm is taken per member, over dim 0 of the stacked grads;
 * **its SMART perturbation**: :func:`smartmtl.smart.adversarial_term` itself, on the stacked site
-  outputs, with the member's own random stream for its noise (:class:`MemberNoise`), and
+  outputs, with the member's own random stream for its noise (:class:`MemberNoise`), weighted by
+  the member's own lambda_s, and
 * **its Bregman teacher**: :class:`smartmtl.smart.EmaTeacher` over the stacked parameters (the
   moving average is elementwise too).
 
@@ -44,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from transformers import AttentionInterface
 
 from smartmtl import distributed, pcgrad, smart
 from smartmtl.config import Params
@@ -52,11 +58,20 @@ from smartmtl.hardware import Compute, resolve_compute
 from smartmtl.heads import MultitaskModel, build_model
 from smartmtl.inference import evaluate
 from smartmtl.layout import Layout
-from smartmtl.runner import LiveLog, pretrained_init, score_and_save
 from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, smart_settings
-from smartmtl.variants import RunSpec
+from smartmtl.variants import (
+    TABLE2_CELL,
+    RunSpec,
+    grid_spec,
+    run_name,
+    smart_pretrain_row,
+    sst_lambda_spec,
+    table2_cell_seeds,
+    table2_cell_spec,
+    table2_spec,
+)
 
 # --- the stacked model --------------------------------------------------------------------
 
@@ -73,15 +88,69 @@ def _additive_mask(module, args, kwargs):
     return args, kwargs
 
 
+class MemberDropout(nn.Module):
+    """``nn.Dropout`` whose probability is a buffer, ``rate``: ``functional_call`` swaps in each
+    member's inside vmap, so that one skeleton drops at M rates. A rate of 0 keeps every unit
+    (a uniform draw is never below 0), so such a member computes what its run alone does."""
+
+    # What BERT's self-attention reads and hands its attention function as the probability
+    # dropout: 0, since member_attention applies this module itself.
+    p = 0.0
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.register_buffer("rate", torch.tensor(float(rate)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        keep = torch.rand_like(x, dtype=torch.float32) >= self.rate
+        return x * (keep / (1.0 - self.rate)).to(x.dtype)
+
+
+def member_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                     scaling: float | None = None, dropout: float = 0.0, **kwargs) -> tuple[Tensor, Tensor]:
+    """transformers' eager attention, with the attention probabilities dropped by the module's own
+    ``dropout`` (a MemberDropout) rather than at the Python float it passes (``dropout``, 0)."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = module.dropout(torch.softmax(scores, dim=-1))
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+MEMBER_ATTENTION = "smartmtl_member_eager"
+AttentionInterface.register(MEMBER_ATTENTION, member_attention)
+
+
+def _dropout_rates(models: Sequence[nn.Module]) -> dict[str, list[float]]:
+    """Each ``nn.Dropout`` of the models (by name) and its probability in each member."""
+    return {name: [m.get_submodule(name).p for m in models]
+            for name, module in models[0].named_modules() if isinstance(module, nn.Dropout)}
+
+
 class StackedModel:
     """M models of one architecture as one: ``holder`` is a copy of the first whose parameters
     are the members' stacked along dim 0 (it is never called; it owns the tensors the optimizer,
-    the clipping and the teacher see), ``skeleton`` the module ``vmap(functional_call)`` runs."""
+    the clipping and the teacher see), ``skeleton`` the module ``vmap(functional_call)`` runs.
+    Where the members' dropouts differ, ``rates`` holds each MemberDropout's stacked rate."""
 
     def __init__(self, models: Sequence[MultitaskModel], attention: str | None = "eager"):
         first = models[0]
         self._attention = first.encoder.config._attn_implementation
         self.members = len(models)
+        self._dropouts = _dropout_rates(models)
+        self.rates: dict[str, Tensor] = {}
+        if any(len(set(rates)) > 1 for rates in self._dropouts.values()):
+            if attention not in ("eager", MEMBER_ATTENTION):
+                raise ValueError(f"members of different dropouts train with eager attention, not {attention!r}")
+            attention = MEMBER_ATTENTION
+            device = next(first.parameters()).device
+            for name, rates in self._dropouts.items():
+                owner, _, leaf = name.rpartition(".")
+                setattr(first.get_submodule(owner) if owner else first, leaf, MemberDropout(rates[0]).to(device))
+                self.rates[f"{name}.rate"] = torch.tensor(rates, device=device)
         self.holder = copy.deepcopy(first)
         with torch.no_grad():
             for name, _ in first.named_parameters():
@@ -94,8 +163,9 @@ class StackedModel:
             self.skeleton.encoder.set_attn_implementation(attention)
 
     def parameters(self, module: nn.Module | None = None, members: Tensor | None = None) -> dict[str, Tensor]:
-        """``module``'s (by default the holder's) stacked parameters, of ``members`` only if given."""
-        named = dict((module or self.holder).named_parameters())
+        """``module``'s (by default the holder's) stacked parameters and the dropout rates, of
+        ``members`` only if given: what ``functional_call`` gives the skeleton."""
+        named = {**dict((module or self.holder).named_parameters()), **self.rates}
         return named if members is None else {name: p[members] for name, p in named.items()}
 
     def member(self, index: int) -> MultitaskModel:
@@ -104,6 +174,10 @@ class StackedModel:
         model = copy.deepcopy(self.skeleton)
         self._mask_hook = self.skeleton.encoder.register_forward_pre_hook(_additive_mask, with_kwargs=True)
         model.encoder.set_attn_implementation(self._attention)
+        if self.rates:
+            for name, rates in self._dropouts.items():
+                owner, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(owner) if owner else model, leaf, nn.Dropout(rates[index]))
         with torch.no_grad():
             for name, stacked in self.holder.named_parameters():
                 _set_parameter(model, name, stacked[index].detach().clone())
@@ -207,6 +281,7 @@ class Group:
     states: list[Tensor]  # each member's random number generator state
     terms: list[StepTerms]
     device: torch.device
+    lambda_s: tuple[float, ...] = ()  # each member's weight of its adversarial term
     surgery: str | None = None  # PCGrad's reduction, None without surgery
     surgery_rngs: list[torch.Generator] | None = None  # each member's, as train.train seeds it
 
@@ -229,7 +304,7 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
     if settings is None:
         return objective.sum()
     divergence = TASKS[task].divergence
-    if settings.lambda_s > 0:
+    if any(weight > 0 for weight in group.lambda_s):
         per_member, site_proxy = _PerMember(divergence), _Site()
         token_masks = [segment["attention_mask"] for segment in segments]
 
@@ -242,7 +317,8 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
                                noise=MemberNoise(group.states, members, lengths, group.device))
         for g, member in enumerate(members):
             group.terms[member].add(f"smart_{task}", per_member.last[g])
-        objective = objective + settings.lambda_s * per_member.last
+        weights = torch.tensor([group.lambda_s[m] for m in members], device=group.device)
+        objective = objective + weights * per_member.last
     if group.teacher is not None and settings.mu > 0:
         same_dropout.replay()
         with torch.no_grad():
@@ -319,15 +395,45 @@ def group_step(group: Group, steps: list[dict[str, np.ndarray]], train_data: dic
 # --- the loop -----------------------------------------------------------------------------
 
 def check_group(specs: Sequence[RunSpec]) -> None:
-    """A group is one configuration trained with several seeds."""
+    """A group is one configuration trained with several seeds, dropouts and lambda_s."""
     if not specs:
         raise ValueError("a fused group needs at least one run")
-    first = replace(specs[0], name="", seed=0)
+
+    def configuration(spec: RunSpec) -> RunSpec:
+        return replace(spec, name="", row="", label="", seed=0, dropout=0.0, lambda_s=0.0)
+
     for spec in specs[1:]:
-        if replace(spec, name="", seed=0) != first:
-            raise ValueError(f"runs of a fused group differ only in their seed: {specs[0]} vs {spec}")
+        if configuration(spec) != configuration(specs[0]):
+            raise ValueError(f"runs of a fused group differ only in their seed, dropout and lambda_s: "
+                             f"{specs[0]} vs {spec}")
     if distributed.world_size() > 1:
         raise NotImplementedError("a fused group trains in one process")
+
+
+def group_names(params: Params) -> list[str]:
+    """Groups that together train every run of params.yaml once (variants.planned_runs): each
+    Table 2 row, ``table3``, ``table2-cell`` where that is a row of its own, and ``figure3``."""
+    own_cell = [TABLE2_CELL] if smart_pretrain_row(params) == TABLE2_CELL else []
+    return [*params.table2_rows(), "table3", *own_cell, "figure3"]
+
+
+def named_group(params: Params, name: str, seeds: Sequence[int] | None = None) -> list[RunSpec]:
+    """The runs a group's name stands for, at ``seeds`` or those params.yaml trains them with:
+    ``table3``, the grid stage's runs (every dropout x lambda_s) and table2-cell's when they are
+    more seeds of a cell; ``table2-cell``, that stage's runs; ``figure3``, the sst_lambda stage's
+    runs; else a Table 2 row's seeds."""
+    sweep = params.sweep
+    if name == TABLE2_CELL:
+        return [table2_cell_spec(params, seed) for seed in (seeds or table2_cell_seeds(params))]
+    if name == "table3":
+        specs = [grid_spec(params, dropout, lambda_s, seed) for dropout in sweep.dropout
+                 for lambda_s in sweep.lambda_s for seed in (seeds or sweep.descriptive_seeds)]
+        cell = [] if seeds else [table2_cell_spec(params, seed) for seed in table2_cell_seeds(params)]
+        return specs + [spec for spec in cell if spec.kind == "grid"]  # off the grid, a row of its own
+    if name == "figure3":
+        return [sst_lambda_spec(params, lambda_s, seed) for lambda_s in sweep.sst_lambda_s
+                for seed in (seeds or sweep.seeds)]
+    return [table2_spec(params, name, seed) for seed in (seeds or params.row_seeds(name))]
 
 
 @dataclass
@@ -377,18 +483,20 @@ def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, 
         sp = params.smart
         teacher = smart.EmaTeacher(holder, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
     surgery = params.surgery.reduction if specs[0].surgery else None
-    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device, surgery,
+    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device,
+                  tuple(member.lambda_s for member in specs), surgery,
                   [torch.Generator().manual_seed(member.seed) for member in specs])
     return FusedTraining(group, optimizer, scheduler, tp.grad_clip)
 
 
 def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[str, TaskFeatures]],
                 compute: Compute, *, init: Path | None = None, logs: Sequence[TrainingLog] | None = None,
-                attention: str | None = "eager") -> list[MultitaskModel]:
+                attention: str | None = "eager", log_every: int | None = None) -> list[MultitaskModel]:
     """Train the runs ``specs`` (one configuration, several seeds) as one fused model and return
     each run's model: what :func:`smartmtl.train.train` returns for each, run by run, from the
     same ``init`` checkpoint. ``attention``: the encoder's attention implementation inside vmap
-    (None: the model's own)."""
+    (None: the model's own); ``log_every``: optimizer steps between the losses' log points
+    (by default, as train.train, about LOG_POINTS in all)."""
     check_group(specs)
     tp = params.train
     train_data, dev_data = data["train"], data["dev"]
@@ -404,7 +512,7 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     total_steps = sum(shape)
     training = start_group(specs, params, compute.device, total_steps, attention, init)
     group = training.group
-    log_every = max(1, total_steps // LOG_POINTS)
+    log_every = log_every or max(1, total_steps // LOG_POINTS)
 
     step = 0
     for epoch in range(len(shape)):
@@ -429,6 +537,10 @@ def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -
     """Train the runs ``specs`` (one configuration, several seeds) as one fused model and write
     each run's outputs as :func:`smartmtl.runner.run` writes them; each record's
     ``train_seconds`` is its share of the group's, and ``group`` its size."""
+    # Imported here: the runner writes DVCLive folders, and training a group (the GPU bench,
+    # train_group) needs neither it nor dvclive.
+    from smartmtl.runner import LiveLog, pretrained_init, score_and_save
+
     features = load_features(params, tasks_of(specs[0].schedule), specs[0].head)
     init = pretrained_init(specs[0], layout)
     compute = resolve_compute(params.train.precision)
@@ -438,3 +550,19 @@ def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -
     timing = {"train_seconds": round((time.perf_counter() - started) / len(specs), 1), "group": len(specs)}
     return [score_and_save(spec, params, layout, model, features, compute, run_log, timing)
             for spec, model, run_log in zip(specs, models, logs, strict=True)]
+
+
+def run_named_group(params: Params, name: str, seeds: Sequence[int] | None = None,
+                    layout: Layout = Layout()) -> list[tuple[RunSpec, dict]]:
+    """:func:`run_group` over :func:`named_group`'s runs, each with its record. The ``table3``
+    group also writes what the table2-cell stage writes for the runs the grid trains
+    (smartmtl.outputs.write_untrained), so that the groups of :func:`group_names` write every
+    fine-tuning stage's outputs and ``dvc commit`` can record them all."""
+    from smartmtl.outputs import write_untrained
+
+    specs = named_group(params, name, seeds)
+    records = run_group(specs, params, layout)
+    if name == "table3" and not seeds and smart_pretrain_row(params) != TABLE2_CELL:
+        for seed in sorted(set(params.sweep.seeds) - set(table2_cell_seeds(params))):
+            write_untrained(run_name(TABLE2_CELL, seed), run_name(smart_pretrain_row(params), seed), layout)
+    return list(zip(specs, records, strict=True))
