@@ -14,9 +14,12 @@
 #                  the fp32 file alone is over the 64 MiB a call may carry)
 #   .device/raw    a copy of the CS224N data folder
 #   .whl           wheels for what the image lacks (pydantic and its three dependencies)
-# Usage: bash bench/device_check.sh   (writes to $OUT, or bench/out/device; PYTHON, STEPS
-# and DEADLINE override the interpreter, the bench's timed steps and the time box)
+# Usage: bash bench/device_check.sh [CHECK...]   CHECKs among bench, epoch, compiled, fused, grid
+# (default: all, in that order). It writes to $OUT, or bench/out/device; PYTHON, STEPS and DEADLINE override
+# the interpreter, the bench's timed steps and the time box.
 set -uo pipefail
+checks=" ${*:-bench epoch compiled fused grid} "
+wanted() { [[ $checks == *" $1 "* ]]; }
 out=${OUT:-bench/out/device}
 python=${PYTHON:-python3}
 deadline=$(( $(date +%s) + ${DEADLINE:-540} ))
@@ -48,18 +51,53 @@ echo "prepared; $(left) s left"
 bench() {  # bench FILE ARGS...: the bench table at batch 8 into $out/FILE
   local file=$1; shift
   within 100000 "$python" bench/train_step.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-30}" "$@" \
-    2>&1 | grep -v -i warn | tee "$out/$file"
+    2>&1 | grep -v -i -e warn -e "loading weights" | tee "$out/$file"
   echo "$file done; $(left) s left"
 }
-bench bench_b8.md
-bench bench_b8_x6.md --phases smart_3task --processes 6
-bench bench_b8_x12.md --phases smart_3task --processes 12
-within 360 "$python" bench/epoch.py --params "$out/paper.yaml" 2>"$out/epoch.log" | tee "$out/epoch.json"
-bench bench_b8_compiled.md --phases plain,smart_3task --compile default
-# Fused groups (issue 26): M SMART runs as one model against runs one after another, and the
-# paper preset's GPU-hours at the best rate. Run it alone with DEADLINE=300 and the steps above
-# commented out when the call's time is short: it is the figure the issue waits for.
-fused_s=$(( $(left) < 300 ? $(left) : 300 ))
-within "$fused_s" "$python" bench/fused_rate.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-10}" \
-  --members 1,2,4,8,16,32,64 --deadline $(( fused_s - 20 )) 2>&1 | grep -v -i warn | tee "$out/fused_rate.md"
+if wanted bench; then
+  bench bench_b8.md
+  bench bench_b8_x6.md --phases smart_3task --processes 6
+  bench bench_b8_x12.md --phases smart_3task --processes 12
+fi
+if wanted epoch; then
+  within 360 "$python" bench/epoch.py --params "$out/paper.yaml" 2>"$out/epoch.log" | tee "$out/epoch.json"
+fi
+if wanted compiled; then
+  bench bench_b8_compiled.md --phases plain,smart_3task --compile default
+fi
+# Fused groups (issue 26; `bash bench/device_check.sh fused` when the call's time is short):
+#   fused_rate.md        M SMART runs as one model against runs one after another, the paper
+#                        preset's GPU-hours at the best rate, and one group step's profile
+#   fused_rate_plain.md  the same for plain runs (Concat*)
+#   fused_x4.md          four groups of 16 side by side, each its own process: fusion and processes
+# and the paper preset's groups (`grid`):
+#   fused_grid.md        Table 3's runs (the grid's cells x seeds, each cell its dropout and
+#                        lambda_s) fused: 10 (one seed), 30 (the paper's grid), 64
+#   fused_grid_x2.md     the grid's 30 runs as two groups of 15 side by side
+#   plain_x6.md          six plain runs side by side (the runs a group does not take)
+fused() {  # fused SECONDS FILE ARGS...: bench/fused_rate.py at batch 8 into $out/FILE
+  local seconds=$(( $1 < $(left) ? $1 : $(left) )) file=$2; shift 2
+  within "$seconds" "$python" bench/fused_rate.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-20}" \
+    --deadline $(( seconds - 30 )) "$@" 2>&1 | grep -v -i -e warn -e "loading weights" | tee "$out/$file"
+  echo "$file done; $(left) s left"
+}
+if wanted fused; then
+  fused 200 fused_rate.md --members 1,4,8,16,32,64 --profile 16
+  fused 70 fused_rate_plain.md --row concat_star --members 1,8,32
+  for copy in 1 2 3 4; do
+    fused 110 "fused_x4_$copy.md" --members 16 --separate 0 >/dev/null &
+  done
+  wait
+  cat "$out"/fused_x4_*.md > "$out/fused_x4.md" && rm "$out"/fused_x4_*.md
+fi
+if wanted grid; then
+  fused 170 fused_grid.md --grid --members 10,30,64
+  for copy in 1 2; do
+    fused 90 "fused_grid_x2_$copy.md" --grid --members 15 --separate 0 >/dev/null &
+  done
+  wait
+  cat "$out"/fused_grid_x2_*.md > "$out/fused_grid_x2.md" && rm "$out"/fused_grid_x2_*.md
+  within 90 "$python" bench/train_step.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-20}" \
+    --phases plain,plain_3task --processes 6 2>&1 | grep -v -i warn | tee "$out/plain_x6.md"
+fi
 echo "all done; $(left) s left"
