@@ -75,6 +75,9 @@ fi
 #                        lambda_s) fused: 10 (one seed), 30 (the paper's grid), 64
 #   fused_grid_x2.md     the grid's 30 runs as two groups of 15 side by side
 #   plain_x6.md          six plain runs side by side (the runs a group does not take)
+#   epoch_group.json     the grid's group in the real loop over a paper-scale epoch, as far as
+#                        the time box lets it (bench/epoch.py --group table3)
+# `bash bench/device_check.sh fused grid` took 7.5 min on an H200 (2026-11-30, in three calls).
 fused() {  # fused SECONDS FILE ARGS...: bench/fused_rate.py at batch 8 into $out/FILE
   local seconds=$(( $1 < $(left) ? $1 : $(left) )) file=$2; shift 2
   within "$seconds" "$python" bench/fused_rate.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-20}" \
@@ -99,5 +102,8 @@ if wanted grid; then
   cat "$out"/fused_grid_x2_*.md > "$out/fused_grid_x2.md" && rm "$out"/fused_grid_x2_*.md
   within 90 "$python" bench/train_step.py --params "$out/paper.yaml" --batch-size 8 --steps "${STEPS:-20}" \
     --phases plain,plain_3task --processes 6 2>&1 | grep -v -i warn | tee "$out/plain_x6.md"
+  epoch_s=$(( $(left) < 150 ? $(left) : 150 ))
+  within "$epoch_s" "$python" bench/epoch.py --params "$out/paper.yaml" --group table3 --seconds $(( epoch_s - 45 )) \
+    2>"$out/epoch_group.log" | tee "$out/epoch_group.json"
 fi
 echo "all done; $(left) s left"
