@@ -56,8 +56,8 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
 @app.command("train-group")
 def train_group(row: str = typer.Argument("", help="A Table 2 row (a key of `variants` or `smart_variants`), "
                                                    "`table3` (every grid cell) or `figure3` (every SST lambda_s)."),
-                seeds: str = typer.Option("", help="Comma-separated seeds (default: the seeds params.yaml trains "
-                                                   "them with)."),
+                seeds: str = typer.Option("", help="Comma-separated seeds: only the group's runs of these "
+                                                   "(default: all its runs params.yaml plans)."),
                 grid: str = typer.Option("", help="DROPOUT,LAMBDA_S: train that Table 3 cell instead of a row "
                                                   "(ROW is then ignored)."),
                 params: Path = PARAMS_OPTION) -> None:

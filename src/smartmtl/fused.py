@@ -64,13 +64,11 @@ from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, smar
 from smartmtl.variants import (
     TABLE2_CELL,
     RunSpec,
-    grid_spec,
+    VariantError,
+    planned_runs,
     run_name,
     smart_pretrain_row,
-    sst_lambda_spec,
     table2_cell_seeds,
-    table2_cell_spec,
-    table2_spec,
 )
 
 # --- the stacked model --------------------------------------------------------------------
@@ -410,30 +408,27 @@ def check_group(specs: Sequence[RunSpec]) -> None:
         raise NotImplementedError("a fused group trains in one process")
 
 
+def group_of(spec: RunSpec) -> str:
+    """The group a planned run trains in: ``table3`` for the grid's runs (table2-cell's too, when
+    they are more seeds of a cell), ``figure3`` for the SST-only lambda_s runs, else its row."""
+    return {"grid": "table3", "sst_lambda": "figure3"}.get(spec.kind, spec.row)
+
+
 def group_names(params: Params) -> list[str]:
     """Groups that together train every run of params.yaml once (variants.planned_runs): each
     Table 2 row, ``table3``, ``table2-cell`` where that is a row of its own, and ``figure3``."""
-    own_cell = [TABLE2_CELL] if smart_pretrain_row(params) == TABLE2_CELL else []
-    return [*params.table2_rows(), "table3", *own_cell, "figure3"]
+    return list(dict.fromkeys(group_of(spec) for spec in planned_runs(params)))
 
 
 def named_group(params: Params, name: str, seeds: Sequence[int] | None = None) -> list[RunSpec]:
-    """The runs a group's name stands for, at ``seeds`` or those params.yaml trains them with:
-    ``table3``, the grid stage's runs (every dropout x lambda_s) and table2-cell's when they are
-    more seeds of a cell; ``table2-cell``, that stage's runs; ``figure3``, the sst_lambda stage's
-    runs; else a Table 2 row's seeds."""
-    sweep = params.sweep
-    if name == TABLE2_CELL:
-        return [table2_cell_spec(params, seed) for seed in (seeds or table2_cell_seeds(params))]
-    if name == "table3":
-        specs = [grid_spec(params, dropout, lambda_s, seed) for dropout in sweep.dropout
-                 for lambda_s in sweep.lambda_s for seed in (seeds or sweep.descriptive_seeds)]
-        cell = [] if seeds else [table2_cell_spec(params, seed) for seed in table2_cell_seeds(params)]
-        return specs + [spec for spec in cell if spec.kind == "grid"]  # off the grid, a row of its own
-    if name == "figure3":
-        return [sst_lambda_spec(params, lambda_s, seed) for lambda_s in sweep.sst_lambda_s
-                for seed in (seeds or sweep.seeds)]
-    return [table2_spec(params, name, seed) for seed in (seeds or params.row_seeds(name))]
+    """The planned runs of group ``name`` (:func:`group_of`), of ``seeds`` only if given."""
+    specs = [spec for spec in planned_runs(params)
+             if group_of(spec) == name and (seeds is None or spec.seed in seeds)]
+    if not specs:
+        raise VariantError(f"params.yaml plans no run of group {name!r}"
+                           f"{f' with seeds {list(seeds)}' if seeds else ''}; its groups: "
+                           f"{', '.join(group_names(params))} (a new seed goes into sweep.seeds first)")
+    return specs
 
 
 @dataclass
@@ -562,7 +557,8 @@ def run_named_group(params: Params, name: str, seeds: Sequence[int] | None = Non
 
     specs = named_group(params, name, seeds)
     records = run_group(specs, params, layout)
-    if name == "table3" and not seeds and smart_pretrain_row(params) != TABLE2_CELL:
-        for seed in sorted(set(params.sweep.seeds) - set(table2_cell_seeds(params))):
+    if name == "table3" and smart_pretrain_row(params) != TABLE2_CELL:
+        trained_by_cell = set(table2_cell_seeds(params))
+        for seed in [s for s in params.sweep.seeds if (not seeds or s in seeds) and s not in trained_by_cell]:
             write_untrained(run_name(TABLE2_CELL, seed), run_name(smart_pretrain_row(params), seed), layout)
     return list(zip(specs, records, strict=True))
