@@ -35,7 +35,7 @@ from smartmtl.inference import evaluate
 from smartmtl.presets import render
 from smartmtl.tasks import combine
 from smartmtl.train import train
-from smartmtl.variants import pretrain_spec, table2_cell_spec
+from smartmtl.variants import pretrain_spec, table2_cell_spec, table2_spec
 
 
 def parse_run(text: str, base: dict) -> tuple[str, dict]:
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--raw-dir", default="data/raw")
     parser.add_argument("--out", type=Path, default=Path("bench/out/sweep"))
     parser.add_argument("--base", default="", help="KEY=VALUE,... applied to the preset before every run.")
+    parser.add_argument("--row", help="A Table 2 row (e.g. concat_star) instead of Table 3's cell.")
     parser.add_argument("--ensemble", action="append", default=[], help="Comma-separated run names to combine.")
     args = parser.parse_args()
 
@@ -103,11 +104,13 @@ def main() -> None:
             save_model(model, pretrain_file)
             print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
-        # Concat+SMART+Pretrain at (model.dropout, smart.lambda_s), on the grid or off it.
-        spec = dataclasses.replace(table2_cell_spec(params, params.train.seed), name=name)
+        # Concat+SMART+Pretrain at (model.dropout, smart.lambda_s), on the grid or off it; or a Table 2 row.
+        spec = table2_spec(params, args.row, params.train.seed) if args.row else \
+            table2_cell_spec(params, params.train.seed)
+        spec = dataclasses.replace(spec, name=name)
         started = time.perf_counter()
         compute = resolve_compute(params.train.precision)
-        model = train(spec, params, features, compute, init=pretrain_file)
+        model = train(spec, params, features, compute, init=pretrain_file if spec.pretrained else None)
         seconds = time.perf_counter() - started
         metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, compute.device,
                                         compute.autocast)

@@ -78,6 +78,9 @@ class TrainParams(_Strict):
     # The freshly initialised task heads' learning rate (the paper: ``lr``). A short run gives
     # a head few steps to move from its random start at the encoder's small step.
     head_lr: float = Field(1e-5, gt=0)
+    # How a task head starts: "random" (the paper) or "probe", the linear model fitted on the
+    # frozen encoder's features when the task's training begins (smartmtl.probe, LP-FT).
+    head_init: Literal["random", "probe"] = "random"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from transformers import AttentionInterface
 
-from smartmtl import distributed, pcgrad, smart
+from smartmtl import distributed, pcgrad, probe, smart
 from smartmtl.config import Params
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.hardware import Compute, resolve_compute
@@ -509,10 +509,16 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     group = training.group
     log_every = log_every or max(1, total_steps // LOG_POINTS)
 
+    # Every member's task begins at the same step: their plans have one shape.
+    probe_at = {} if tp.head_init == "random" else probe.first_steps(plans[0])
+
     step = 0
     for epoch in range(len(shape)):
         group.terms = [StepTerms() for _ in specs]
         for steps in zip(*(plan[epoch] for plan in plans), strict=True):
+            for task in (t for t, s in probe_at.items() if s == step):
+                probe_heads(group, task, train_data[task], [probe.planned_rows(plan, task) for plan in plans],
+                            tp.eval_batch_size, compute)
             training.step(steps, train_data, compute.autocast)
             step += 1
             if step % log_every == 0:
@@ -526,6 +532,20 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
             log.epoch(epoch, step, {**{f"dev/{k}": v for k, v in metrics.items()},
                                     **{f"train/{k}": v for k, v in terms.means().items()}})
     return [group.stacked.member(member).train() for member in range(len(specs))]
+
+
+@torch.no_grad()
+def probe_heads(group: Group, task: str, features: TaskFeatures, rows: Sequence[np.ndarray], batch_size: int,
+                compute: Compute) -> None:
+    """Each member's ``task`` head as train.train fits it (smartmtl.probe), on its own rows, in
+    the stack and in the teacher, which reads the student's heads."""
+    owners = [group.stacked.holder] + ([group.teacher.model] if group.teacher is not None else [])
+    for index, member_rows in enumerate(rows):
+        member = group.stacked.member(index)
+        if probe.fit_head(member, task, features, member_rows, batch_size, compute.device, compute.autocast):
+            for name, fitted in member.heads[task].named_parameters():
+                for owner in owners:
+                    owner.heads[task].get_parameter(name)[index].copy_(fitted)
 
 
 def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -> list[dict]:

@@ -86,6 +86,9 @@ def _qqp_train_rows(prepared_dir: Path) -> int | None:
     return pq.read_metadata(path).num_rows
 
 
+HEAD_STARTS = {"random": "random weights", "probe": "a linear probe"}
+
+
 def _settings(params: Params) -> str:
     """The training settings a table's numbers depend on, in one line."""
     train = params.train
@@ -95,7 +98,7 @@ def _settings(params: Params) -> str:
     return (
         f"{train.epochs} epoch(s) (sequential: {sequential}), batch size {train.batch_size}, lr {train.lr:g}, "
         f"train_limit {', '.join(limits) or 'none (all data)'}, dropout {params.model.dropout:g} (grid {grid}), "
-        f"{params.model.pooling} pooling, precision {train.precision}"
+        f"{params.model.pooling} pooling, heads from {HEAD_STARTS[train.head_init]}, precision {train.precision}"
     )
 
 

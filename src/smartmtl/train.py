@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from smartmtl import distributed, pcgrad, smart
+from smartmtl import distributed, pcgrad, probe, smart
 from smartmtl.config import Params
 from smartmtl.features import TaskFeatures
 from smartmtl.hardware import Compute
@@ -260,7 +260,8 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
     model = build_model(spec, params, init).to(device)
     distributed.broadcast_parameters(model)
     model.train()
-    # The heads start from random weights, the encoder from a trained checkpoint: two steps.
+    # The heads start from random weights (or a probe's, fitted below), the encoder from a
+    # trained checkpoint: two learning rates.
     # fused: one kernel for all parameters, several times faster than the loop over them.
     optimizer = torch.optim.AdamW([{"params": list(model.encoder.parameters()), "lr": tp.lr},
                                    {"params": list(model.heads.parameters()), "lr": tp.head_lr}],
@@ -287,12 +288,16 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
     done = len(history)
     step = sum(len(epoch) for epoch in plan[:done])
     log_every = max(1, total_steps // LOG_POINTS)
+    # Each head is fitted at its task's first step (a resumed run has passed those of the tasks begun).
+    probe_at = {} if tp.head_init == "random" else probe.first_steps(plan)
 
     for epoch in range(done, len(plan)):
         terms, started = StepTerms(), time.perf_counter()
         progress = Progress(f"{spec.name} epoch {epoch + 1}/{len(plan)}", len(plan[epoch]), terms.task_loss,
                             enabled=distributed.is_main_process())
         for batches in plan[epoch]:
+            for task in (t for t, s in probe_at.items() if s == step):
+                _probe_head(model, teacher, task, train_data[task], probe.planned_rows(plan, task), tp, compute)
             optimizer.zero_grad(set_to_none=True)
             step_gradients(model, teacher, batches, train_data, settings, surgery, terms, device, autocast,
                            surgery_rng, diagnose=settings is not None and step % DIAGNOSE_EVERY == 0)
@@ -324,6 +329,15 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
     return model
+
+
+def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, tp, compute) -> None:
+    started = time.perf_counter()
+    if probe.fit_head(model, task, features, rows, tp.eval_batch_size, compute.device, compute.autocast):
+        distributed.broadcast_parameters(model.heads[task])
+        if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
+            teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
+        logger.info("%s head: probe fitted on %d rows (%.1f s)", task, len(rows), time.perf_counter() - started)
 
 
 def _dev_subset(dev_data: dict[str, TaskFeatures], tasks, rows: int | None) -> dict[str, TaskFeatures]:

@@ -1,0 +1,108 @@
+"""Linear probing before fine-tuning (LP-FT, Kumar et al., ICLR 2022): a task's head starts
+as the linear model fitted on the frozen encoder's features, not from random weights.
+
+Why: in a short run a random head spends its first steps pushing large, arbitrary
+gradients into the encoder, and the run ends before the head is any good. Measured on the
+laptop preset (docs/results.md): a logistic regression on the frozen backbone's features of
+the SST rows already scores above the three-task fine-tuned rows. The fit is scikit-learn's
+regularised one, at its defaults (L2, C = 1 for a class head, alpha = 1 for a score head), on
+the rows the run will train the task on, so the probe sees no data the run does not.
+
+A head is fitted when its task's training begins: at the first step for simultaneous runs,
+at the start of its phase for sequential ones (the encoder has moved by then).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from smartmtl.features import TaskFeatures, sorted_batches
+from smartmtl.schedules import Plan
+from smartmtl.tasks import TASKS, to_unit
+
+logger = logging.getLogger(__name__)
+
+# More rows than this add little to a linear fit of 384-768 features and cost a forward each.
+PROBE_MAX_ROWS = 4096
+
+
+def first_steps(plan: Plan) -> dict[str, int]:
+    """The global step index at which each task's training begins."""
+    first: dict[str, int] = {}
+    for step, batches in enumerate(b for epoch in plan for b in epoch):
+        for task in batches:
+            first.setdefault(task, step)
+    return first
+
+
+def planned_rows(plan: Plan, task: str) -> np.ndarray:
+    """The rows the plan trains ``task`` on, in their first appearance's order, at most PROBE_MAX_ROWS."""
+    seen = [batches[task] for epoch in plan for batches in epoch if task in batches]
+    if not seen:
+        return np.array([], dtype=np.int64)
+    rows = np.concatenate(seen)
+    _, first = np.unique(rows, return_index=True)
+    return rows[np.sort(first)][:PROBE_MAX_ROWS]
+
+
+@torch.no_grad()
+def head_inputs(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
+                autocast) -> np.ndarray:
+    """What ``model.heads[task]`` receives for ``rows``, the model in eval mode (no dropout)."""
+    captured = {}
+    hook = model.heads[task].register_forward_pre_hook(lambda _, args: captured.__setitem__("x", args[0]))
+    was_training = model.training
+    model.eval()
+    inputs = np.zeros((len(rows), model.heads[task].in_features), dtype=np.float64)
+    try:
+        with autocast():
+            for batch in sorted_batches(features.lengths[rows], batch_size):
+                segments, _ = features.batch(rows[batch], device)
+                model(task, segments)
+                inputs[batch] = captured["x"].float().cpu().numpy()
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return inputs
+
+
+def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The head's weight [outputs, features] and bias [outputs]; None where the rows cannot
+    fit one (a class task whose rows hold a single class)."""
+    spec = TASKS[task]
+    if not spec.has_classes:
+        ridge = Ridge().fit(inputs, to_unit(labels.astype(np.float64), spec.score_range))
+        return ridge.coef_[None, :], np.atleast_1d(ridge.intercept_)
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    # Solved tightly: a loose stop makes the fit jump with the features' last digits.
+    fitted = LogisticRegression(tol=1e-8, max_iter=10_000).fit(inputs, labels)
+    if spec.outputs == 1:  # one logit for the positive class, as binary_cross_entropy reads it
+        return fitted.coef_, fitted.intercept_
+    weight = np.zeros((spec.outputs, inputs.shape[1]))
+    # A class the rows never show keeps a zero weight and the lowest fitted bias.
+    bias = np.full(spec.outputs, fitted.intercept_.min())
+    weight[present], bias[present] = fitted.coef_, fitted.intercept_
+    return weight, bias
+
+
+@torch.no_grad()
+def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
+             autocast) -> bool:
+    """Set ``model.heads[task]`` to the probe fitted on ``rows``; False where it kept its weights."""
+    if task not in model.heads:  # the cosine head scores STS with no layer to fit
+        return False
+    inputs = head_inputs(model, task, features, rows, batch_size, device, autocast)
+    fitted = fit_linear(task, inputs, features.labels[rows].numpy())
+    if fitted is None:
+        logger.warning("%s: one class in its %d rows, its head keeps its random start", task, len(rows))
+        return False
+    head = model.heads[task]
+    head.weight.copy_(torch.as_tensor(fitted[0], dtype=head.weight.dtype))
+    head.bias.copy_(torch.as_tensor(fitted[1], dtype=head.bias.dtype))
+    return True

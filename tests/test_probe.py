@@ -1,0 +1,158 @@
+"""The heads' linear probe before fine-tuning (smartmtl.probe) and where the loop fits it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_params
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from smartmtl import probe, smart, train
+from smartmtl.features import load_features
+from smartmtl.hardware import resolve_compute
+from smartmtl.heads import build_model
+from smartmtl.schedules import build_plan
+from smartmtl.tasks import TASKS, to_unit
+from smartmtl.variants import RunSpec
+
+TASK_NAMES = ("sst", "qqp", "sts")
+SPEC = RunSpec(name="tiny", kind="table2", label="Tiny", head="concat", schedule="sequential", epochs=1,
+               smart=True, surgery=False, pretrained=False, dropout=0.1, lambda_s=1.0, seed=0, row="tiny")
+
+
+@pytest.fixture(scope="module")
+def data(prepared_dir):
+    return load_features(tiny_params(prepared_dir), TASK_NAMES, "concat", splits=("train", "dev"))
+
+
+def _head_outputs(head: torch.nn.Linear, inputs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return head(torch.as_tensor(inputs, dtype=torch.float32)).numpy()
+
+
+# ------------------------------------------------------------------------- the fit itself
+
+def test_a_class_head_is_sklearns_logistic_regression():
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(60, 4))
+    labels = np.array([0, 1, 3, 4] * 15)  # class 2 never appears
+    weight, bias = probe.fit_linear("sst", inputs, labels)
+    reference = LogisticRegression(tol=1e-8, max_iter=10_000).fit(inputs, labels)
+    logits = inputs @ weight.T + bias
+    np.testing.assert_allclose(logits[:, [0, 1, 3, 4]], reference.decision_function(inputs), atol=1e-9)
+    # The absent class keeps no weight, and is never the most likely.
+    assert np.all(weight[2] == 0) and bias[2] == bias.min()
+    assert 2 not in logits.argmax(1)
+
+
+def test_a_binary_head_is_one_logit_for_the_positive_class():
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(80, 3))
+    labels = (inputs[:, 0] + 0.1 * rng.normal(size=80) > 0).astype(int)
+    weight, bias = probe.fit_linear("qqp", inputs, labels)
+    assert weight.shape == (1, 3) and bias.shape == (1,)
+    logit = (inputs @ weight.T + bias)[:, 0]
+    assert np.mean((logit > 0) == labels) > 0.9
+
+
+def test_a_score_head_is_a_ridge_fit_of_the_score_on_its_unit_range():
+    rng = np.random.default_rng(2)
+    inputs = rng.normal(size=(50, 3))
+    scores = np.clip(2.5 + inputs @ [1.0, -0.5, 0.2], 0, 5)
+    weight, bias = probe.fit_linear("sts", inputs, scores)
+    reference = Ridge().fit(inputs, to_unit(scores, TASKS["sts"].score_range))
+    np.testing.assert_allclose((inputs @ weight.T + bias)[:, 0], reference.predict(inputs), atol=1e-9)
+
+
+def test_rows_of_one_class_fit_nothing():
+    assert probe.fit_linear("qqp", np.ones((5, 2)), np.zeros(5, dtype=int)) is None
+
+
+def test_fit_head_puts_the_fit_into_the_head_of_a_real_model(data, prepared_dir):
+    params = tiny_params(prepared_dir)
+    compute = resolve_compute("fp32")
+    torch.manual_seed(0)
+    model = build_model(SPEC, params).train()
+    rows = np.arange(len(data["train"]["sst"]))
+    assert probe.fit_head(model, "sst", data["train"]["sst"], rows, 8, compute.device, compute.autocast)
+    assert model.training  # left in the mode it was in
+    inputs = probe.head_inputs(model, "sst", data["train"]["sst"], rows, 8, compute.device, compute.autocast)
+    labels = data["train"]["sst"].labels.numpy()
+    reference = LogisticRegression(tol=1e-8, max_iter=10_000).fit(inputs, labels)
+    outputs = _head_outputs(model.heads["sst"], inputs)
+    np.testing.assert_allclose(outputs[:, reference.classes_], reference.decision_function(inputs), atol=1e-4)
+
+
+def test_the_cosine_head_has_no_score_layer_to_fit(data, prepared_dir):
+    compute = resolve_compute("fp32")
+    model = build_model(dataclasses.replace(SPEC, head="cosine"), tiny_params(prepared_dir))
+    assert not probe.fit_head(model, "sts", data["train"]["sts"], np.arange(4), 8, compute.device, compute.autocast)
+
+
+# --------------------------------------------------------------------- where and on what
+
+def _plan(data, schedule: str, batch_size=4):
+    return build_plan(schedule, {t: data["train"][t].lengths for t in TASK_NAMES}, batch_size, 0,
+                      epochs=1, sequential_epochs={"qqp": 1, "sts": 1, "sst": 1})
+
+
+def test_each_head_is_fitted_when_its_task_begins(data):
+    sequential = _plan(data, "sequential")
+    phases = {t: -(-len(data["train"][t]) // 4) for t in TASK_NAMES}
+    assert probe.first_steps(sequential) == {"qqp": 0, "sts": phases["qqp"], "sst": phases["qqp"] + phases["sts"]}
+    assert probe.first_steps(_plan(data, "simultaneous")) == {"sst": 0, "sts": 0, "qqp": 0}
+
+
+def test_the_probe_sees_the_rows_the_run_trains_on_once_each(data, monkeypatch):
+    plan = _plan(data, "simultaneous")
+    trained = np.concatenate([step["sts"] for epoch in plan for step in epoch])
+    rows = probe.planned_rows(plan, "sts")
+    assert sorted(rows) == sorted(set(trained))
+    monkeypatch.setattr(probe, "PROBE_MAX_ROWS", 3)
+    np.testing.assert_array_equal(probe.planned_rows(plan, "sts"), rows[:3])
+
+
+def test_the_loop_fits_each_head_once_at_its_tasks_first_step(data, prepared_dir, monkeypatch):
+    params = tiny_params(prepared_dir, train={"head_init": "probe"}, smart={"mu": 1.0})
+    fits = []
+    fit_head = probe.fit_head
+
+    def recording(model, task, features, rows, *args):
+        fits.append((task, sorted(rows), {k: v.clone() for k, v in model.encoder.state_dict().items()}))
+        return fit_head(model, task, features, rows, *args)
+
+    monkeypatch.setattr(probe, "fit_head", recording)
+    torch.manual_seed(0)
+    start = build_model(SPEC, params).encoder.state_dict()
+    train.train(SPEC, params, data, resolve_compute("fp32"))
+    plan = build_plan("sequential", {t: data["train"][t].lengths for t in TASK_NAMES}, 4, SPEC.seed, epochs=1,
+                      sequential_epochs=params.train.sequential_epochs.model_dump())
+    assert [task for task, _, _ in fits] == ["qqp", "sts", "sst"]
+    for task, rows, _ in fits:
+        assert rows == sorted(probe.planned_rows(plan, task))
+    # QQP's probe reads the encoder as built; STS's, the encoder QQP's phase trained.
+    assert all(torch.equal(fits[0][2][k], start[k]) for k in start)
+    assert not all(torch.equal(fits[1][2][k], start[k]) for k in start)
+
+
+def test_random_heads_are_not_fitted(data, prepared_dir, monkeypatch):
+    params = tiny_params(prepared_dir, train={"head_init": "random"})
+    monkeypatch.setattr(probe, "fit_head", lambda *args: pytest.fail("fitted a head under head_init random"))
+    train.train(dataclasses.replace(SPEC, smart=False), params, data, resolve_compute("fp32"))
+
+
+def test_the_teacher_reads_the_fitted_head_from_the_first_step(data, prepared_dir):
+    params = tiny_params(prepared_dir)
+    compute = resolve_compute("fp32")
+    torch.manual_seed(0)
+    model = build_model(SPEC, params).train()
+    teacher = smart.EmaTeacher(model, 0.99)
+    random_start = teacher.model.heads["sst"].weight.clone()
+    rows = np.arange(len(data["train"]["sst"]))
+    train._probe_head(model, teacher, "sst", data["train"]["sst"], rows, params.train, compute)
+    for name, fitted in model.heads["sst"].state_dict().items():
+        assert torch.equal(teacher.model.heads["sst"].state_dict()[name], fitted)
+    assert not torch.equal(teacher.model.heads["sst"].weight, random_start)
