@@ -92,25 +92,27 @@ def main() -> None:
             features_cache[features_key] = load_features(params, ("sst", "qqp", "sts"), "concat", splits=("train", "dev"))
         features = features_cache[features_key]
 
-        pretrain_raw = copy.deepcopy(raw)
-        pretrain_raw["train"]["seed"] = base["train"]["seed"]
-        pretrain_raw["model"]["dropout"] = base["model"]["dropout"]
-        pretrain_file = args.out / f"pretrain-{digest(pretrain_raw['data'], pretrain_raw['model'], pretrain_raw['train'])}.safetensors"
-        if not pretrain_file.exists():
-            started = time.perf_counter()
-            pretrain_params = parse_params(pretrain_raw)
-            model = train(pretrain_spec(pretrain_params), pretrain_params, features,
-                          resolve_compute(pretrain_params.train.precision))
-            save_model(model, pretrain_file)
-            print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
-
         # Concat+SMART+Pretrain at (model.dropout, smart.lambda_s), on the grid or off it; or a Table 2 row.
         spec = table2_spec(params, args.row, params.train.seed) if args.row else \
             table2_cell_spec(params, params.train.seed)
         spec = dataclasses.replace(spec, name=name)
+        pretrain_file = None
+        if spec.pretrained:
+            pretrain_raw = copy.deepcopy(raw)
+            pretrain_raw["train"]["seed"] = base["train"]["seed"]
+            pretrain_raw["model"]["dropout"] = base["model"]["dropout"]
+            pretrain_file = args.out / f"pretrain-{digest(pretrain_raw['data'], pretrain_raw['model'], pretrain_raw['train'])}.safetensors"
+            if not pretrain_file.exists():
+                started = time.perf_counter()
+                pretrain_params = parse_params(pretrain_raw)
+                model = train(pretrain_spec(pretrain_params), pretrain_params, features,
+                              resolve_compute(pretrain_params.train.precision))
+                save_model(model, pretrain_file)
+                print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
+
         started = time.perf_counter()
         compute = resolve_compute(params.train.precision)
-        model = train(spec, params, features, compute, init=pretrain_file if spec.pretrained else None)
+        model = train(spec, params, features, compute, init=pretrain_file)
         seconds = time.perf_counter() - started
         metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, compute.device,
                                         compute.autocast)

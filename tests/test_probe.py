@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_params
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 
 from smartmtl import probe, smart, train
 from smartmtl.features import load_features
@@ -35,12 +35,18 @@ def _head_outputs(head: torch.nn.Linear, inputs: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------- the fit itself
 
-def test_a_class_head_is_sklearns_logistic_regression():
+def _logistic(inputs, labels, folds=probe.FOLDS):
+    return LogisticRegressionCV(Cs=1 / probe.REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8, l1_ratios=(0.0,),
+                                max_iter=10_000, use_legacy_attributes=False).fit(inputs, labels)
+
+
+def test_a_class_head_is_sklearns_cross_validated_logistic_regression():
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(60, 4))
     labels = np.array([0, 1, 3, 4] * 15)  # class 2 never appears
+    inputs[:, 0] += labels  # something to learn
     weight, bias = probe.fit_linear("sst", inputs, labels)
-    reference = LogisticRegression(tol=1e-8, max_iter=10_000).fit(inputs, labels)
+    reference = _logistic(inputs, labels)
     logits = inputs @ weight.T + bias
     np.testing.assert_allclose(logits[:, [0, 1, 3, 4]], reference.decision_function(inputs), atol=1e-9)
     # The absent class keeps no weight, and is never the most likely.
@@ -58,17 +64,31 @@ def test_a_binary_head_is_one_logit_for_the_positive_class():
     assert np.mean((logit > 0) == labels) > 0.9
 
 
+def test_the_regularisation_is_chosen_on_the_rows_not_fixed():
+    # Many noisy features, few rows: cross-validation picks a strong penalty; a clean signal, a weak one.
+    rng = np.random.default_rng(3)
+    noisy = rng.normal(size=(40, 30))
+    scores = np.clip(2.5 + noisy[:, 0] + 2 * rng.normal(size=40), 0, 5)
+    clean = np.clip(2.5 + noisy[:, 0], 0, 5)
+    strong, _ = probe.fit_linear("sts", noisy, scores)
+    weak, _ = probe.fit_linear("sts", noisy, clean)
+    # The score's unit range is [-1, 1] for 0-5: a slope of 0.4 per feature unit, unshrunk on clean rows.
+    assert weak[0, 0] == pytest.approx(0.4, abs=0.01)
+    assert 0 < strong[0, 0] < 0.25 * weak[0, 0]
+
+
 def test_a_score_head_is_a_ridge_fit_of_the_score_on_its_unit_range():
     rng = np.random.default_rng(2)
     inputs = rng.normal(size=(50, 3))
     scores = np.clip(2.5 + inputs @ [1.0, -0.5, 0.2], 0, 5)
     weight, bias = probe.fit_linear("sts", inputs, scores)
-    reference = Ridge().fit(inputs, to_unit(scores, TASKS["sts"].score_range))
+    reference = RidgeCV(alphas=probe.REGULARISATION).fit(inputs, to_unit(scores, TASKS["sts"].score_range))
     np.testing.assert_allclose((inputs @ weight.T + bias)[:, 0], reference.predict(inputs), atol=1e-9)
 
 
-def test_rows_of_one_class_fit_nothing():
-    assert probe.fit_linear("qqp", np.ones((5, 2)), np.zeros(5, dtype=int)) is None
+def test_rows_that_cannot_choose_a_penalty_fit_nothing():
+    assert probe.fit_linear("qqp", np.ones((5, 2)), np.zeros(5, dtype=int)) is None  # one class
+    assert probe.fit_linear("qqp", np.eye(5), np.array([0, 0, 0, 0, 1])) is None  # a class of one row
 
 
 def test_fit_head_puts_the_fit_into_the_head_of_a_real_model(data, prepared_dir):
@@ -76,14 +96,15 @@ def test_fit_head_puts_the_fit_into_the_head_of_a_real_model(data, prepared_dir)
     compute = resolve_compute("fp32")
     torch.manual_seed(0)
     model = build_model(SPEC, params).train()
-    rows = np.arange(len(data["train"]["sst"]))
-    assert probe.fit_head(model, "sst", data["train"]["sst"], rows, 8, compute.device, compute.autocast)
+    qqp = data["train"]["qqp"]  # 6 rows, 3 a class: 3 folds (SST's 8 rows leave classes of one row: no fit)
+    rows = np.arange(len(qqp))
+    assert probe.fit_head(model, "qqp", qqp, rows, 8, compute.device, compute.autocast)
     assert model.training  # left in the mode it was in
-    inputs = probe.head_inputs(model, "sst", data["train"]["sst"], rows, 8, compute.device, compute.autocast)
-    labels = data["train"]["sst"].labels.numpy()
-    reference = LogisticRegression(tol=1e-8, max_iter=10_000).fit(inputs, labels)
-    outputs = _head_outputs(model.heads["sst"], inputs)
-    np.testing.assert_allclose(outputs[:, reference.classes_], reference.decision_function(inputs), atol=1e-4)
+    inputs = probe.head_inputs(model, "qqp", qqp, rows, 8, compute.device, compute.autocast)
+    reference = _logistic(inputs, qqp.labels.numpy(), folds=3)
+    outputs = _head_outputs(model.heads["qqp"], inputs)[:, 0]
+    np.testing.assert_allclose(outputs, reference.decision_function(inputs), atol=1e-4)
+    assert not probe.fit_head(model, "sst", data["train"]["sst"], rows, 8, compute.device, compute.autocast)
 
 
 def test_the_cosine_head_has_no_score_layer_to_fit(data, prepared_dir):
@@ -150,9 +171,9 @@ def test_the_teacher_reads_the_fitted_head_from_the_first_step(data, prepared_di
     torch.manual_seed(0)
     model = build_model(SPEC, params).train()
     teacher = smart.EmaTeacher(model, 0.99)
-    random_start = teacher.model.heads["sst"].weight.clone()
-    rows = np.arange(len(data["train"]["sst"]))
-    train._probe_head(model, teacher, "sst", data["train"]["sst"], rows, params.train, compute)
-    for name, fitted in model.heads["sst"].state_dict().items():
-        assert torch.equal(teacher.model.heads["sst"].state_dict()[name], fitted)
-    assert not torch.equal(teacher.model.heads["sst"].weight, random_start)
+    random_start = teacher.model.heads["qqp"].weight.clone()
+    rows = np.arange(len(data["train"]["qqp"]))
+    train._probe_head(model, teacher, "qqp", data["train"]["qqp"], rows, params.train, compute)
+    for name, fitted in model.heads["qqp"].state_dict().items():
+        assert torch.equal(teacher.model.heads["qqp"].state_dict()[name], fitted)
+    assert not torch.equal(teacher.model.heads["qqp"].weight, random_start)
