@@ -110,7 +110,8 @@ def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_s
     inputs = head_inputs(model, task, features, rows, batch_size, device, autocast)
     fitted = fit_linear(task, inputs, features.labels[rows].numpy())
     if fitted is None:
-        logger.warning("%s: one class in its %d rows, its head keeps its random start", task, len(rows))
+        logger.warning("%s: a class has fewer than 2 of its %d rows, too few to choose the probe's L2 "
+                       "strength: its head keeps its random start", task, len(rows))
         return False
     head = model.heads[task]
     head.weight.copy_(torch.as_tensor(fitted[0], dtype=head.weight.dtype))
