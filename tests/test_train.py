@@ -336,7 +336,10 @@ def _check_run_outputs(layout, name, prepared, record, tasks=TASKS, splits=("dev
         for task in tasks:
             written = pd.read_csv(layout.predictions_dir(name) / f"{task}-{split}.csv")
             gold = load_split(prepared, task, split)["label"].to_numpy()
-            assert metrics[split][task] == pytest.approx(task_metric(task, written["prediction"].to_numpy(), gold))
+            # The CSV holds each float32 score's shortest decimal: on near-equal scores (a strongly
+            # penalised probe over 4 rows spreads them over 0.01) Pearson moves in its 6th digit.
+            assert metrics[split][task] == pytest.approx(task_metric(task, written["prediction"].to_numpy(), gold),
+                                                         abs=1e-5)
     assert set(metrics["dev"]) == {*tasks, "overall"}
     # Numbers only (what `dvc metrics` and `dvc exp show` display); the spec lives in run.json.
     assert set(metrics) <= {"dev", "test", "surgery", "train_seconds"}
