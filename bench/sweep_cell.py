@@ -1,11 +1,12 @@
-"""Explore: train Table 3's Concat+SMART+Pretrain model under several parameter overrides,
-without DVC, and print each run's dev scores, its training time and the ensemble of the runs.
+"""Explore: train Table 3's Concat+SMART+Pretrain model (or, with ``--row``, a Table 2 row)
+under several parameter overrides, without DVC, and print each run's dev scores, its training
+time and the ensemble of the runs.
 
 For quick what-ifs where `dvc exp run --queue` would be too slow or DVC is not installed (a
-borrowed GPU). Each run is ``NAME:KEY=VALUE,KEY=VALUE`` over a preset; values are YAML. The
-QQP pretraining is trained once per distinct (data, model, train) setting, always with the
-base's seed and dropout: as in the pipeline, where every grid cell starts from one
-pretraining checkpoint, ``train.seed`` and ``model.dropout`` overrides vary only the cell.
+borrowed GPU). Each run is ``NAME:KEY=VALUE,KEY=VALUE`` over a preset; values are YAML. A
+pretrained model's QQP pretraining is trained once per distinct (data, model, train) setting,
+always with the base's seed and dropout: as in the pipeline, where every grid cell starts from
+one pretraining checkpoint, ``train.seed`` and ``model.dropout`` overrides vary only the cell.
 
     python bench/sweep_cell.py --preset laptop --raw-dir data/raw --out bench/out/sweep \\
         base: seed1:train.seed=1 lr2:train.lr=2e-4 --ensemble base,seed1

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import TRAIN_ROWS, tiny_params
 
 from smartmtl import presets
 from smartmtl.config import parse_params
@@ -120,8 +120,10 @@ def _assert_group_equals_runs(specs, params, features, same_terms=True, toleranc
 
     for (weights, steps), fused_weights, fused_log in zip(alone, fused, logs, strict=True):
         assert _max_difference(weights, fused_weights) <= tolerance
-        # Simultaneous: 2 steps an epoch (8 SST rows at batch 4); sequential: each task's in turn.
-        steps_run = list(range(1, (2 * specs[0].epochs if specs[0].schedule == "simultaneous" else 5) + 1))
+        # Simultaneous: an epoch is a pass over SST; sequential: a pass over each task in turn.
+        batches = {task: -(-rows // params.train.batch_size) for task, rows in TRAIN_ROWS.items()}
+        total = batches["sst"] * specs[0].epochs if specs[0].schedule == "simultaneous" else sum(batches.values())
+        steps_run = list(range(1, total + 1))
         assert [step for step, _ in fused_log.seen] == [step for step, _ in steps] == steps_run
         for (_, terms), (_, fused_terms) in zip(steps, fused_log.seen, strict=True):
             # The separate run logs SMART's diagnostics too (step 0); the fused one leaves them out,
