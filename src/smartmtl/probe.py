@@ -20,6 +20,7 @@ import logging
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from threadpoolctl import threadpool_limits
 
 from smartmtl.features import TaskFeatures, sorted_batches
 from smartmtl.schedules import Plan
@@ -28,7 +29,7 @@ from smartmtl.tasks import TASKS, to_unit
 logger = logging.getLogger(__name__)
 
 # More rows add little to a linear fit of 384-768 features, cost a forward each, and slow the
-# cross-validated fit (31 s on 4,000 QQP pairs, 1.3 s on 400 SST rows, on a 2-core Zen 4).
+# cross-validated fit (SST's 5 classes: 2.6 s on 400 rows, 8 s on 800, 12 s on 1,024, 2-core Zen 4).
 PROBE_MAX_ROWS = 1024
 # The probe's L2 strength (ridge's alpha; 1 / C for the logistic fit) is chosen by
 # cross-validation on the rows it fits, over this grid: at scikit-learn's defaults (alpha = C = 1)
@@ -90,8 +91,12 @@ def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     if len(present) < 2 or folds < 2:
         return None
     # Solved tightly: a loose stop makes the fit jump with the features' last digits.
-    fitted = LogisticRegressionCV(Cs=1 / REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8, l1_ratios=(0.0,),
-                                  max_iter=10_000, use_legacy_attributes=False).fit(inputs, labels)
+    # One BLAS thread: numpy and scipy each bring their own OpenBLAS pool, and on few cores the two
+    # pools' threads contend at every L-BFGS step of these small products (800 SST rows: 134 s
+    # with the default threads, 8 s with one; bench/probe_fit.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted = LogisticRegressionCV(Cs=1 / REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8,
+                                      l1_ratios=(0.0,), max_iter=10_000, use_legacy_attributes=False).fit(inputs, labels)
     if spec.outputs == 1:  # one logit for the positive class, as binary_cross_entropy reads it
         return fitted.coef_, fitted.intercept_
     weight = np.zeros((spec.outputs, inputs.shape[1]))
