@@ -5,7 +5,8 @@ the probe's costliest. The rows are a seeded sample of the raw SST training file
 to 8,544 can be asked for, whatever the prepared data holds); their features are computed once, by
 the model a run starts from.
 
-It prints, per row count, both times, their ratio and the fitted weights' absolute sum (smaller: a stronger L2 penalty chosen). Numbers, not asserts.
+It prints, per row count, both times, their ratio and the fitted weights' absolute sum (smaller:
+a stronger L2 penalty chosen). Numbers, not asserts.
 
     python bench/probe_fit.py --params params.yaml --raw-dir ../shared/data --rows 400 800 1024
 """
