@@ -1,7 +1,7 @@
 """Stage `report`: Tables 2-4 beside the paper's numbers, and metrics/report.md.
 
 Reads metrics/finetune/*.json, metrics/ensemble.json, metrics/analysis.json,
-metrics/tables/table1_data.md and the figures in plots/; writes
+metrics/tables/table1_data.md, metrics/data.json and the figures in plots/; writes
 metrics/tables/table{2,3,4}_*.{md,csv} and metrics/report.md.
 """
 

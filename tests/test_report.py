@@ -157,10 +157,22 @@ def test_smart_note_names_the_units_of_the_radius_and_the_teachers_floor(tmp_pat
     token, absolute = (parse_params({"preset": "laptop", "smart": {"scale": scale, "epsilon": 0.02,
                                                                   "teacher_beta_min": 0.995}})
                        for scale in ("token", "absolute"))
-    token_note, absolute_note = (caveats(params, tmp_path)[-1] for params in (token, absolute))
+    token_note, absolute_note = (caveats(params, tmp_path / "data.json")[-1] for params in (token, absolute))
     assert "radius 0.02" in token_note and "fractions of each token's norm" in token_note
     assert "absolute units" in absolute_note and "token's norm" not in absolute_note
     assert "momentum at least 0.995" in token_note
+
+
+def test_the_data_note_counts_the_qqp_pairs_the_prepare_stage_kept(tmp_path):
+    """From metrics/data.json, which the report stage declares, and not from the prepared data,
+    which a workspace may hold from an earlier run (it once said 4,000 pairs where 8,000 trained)."""
+    params = parse_params({"preset": "laptop"})
+    (tmp_path / "data" / "prepared").mkdir(parents=True)  # whatever lies here must not be read
+    summary = tmp_path / "data.json"
+    summary.write_text(json.dumps({"tasks": {"qqp": {"train": {"rows": 7996}}}}))
+    assert any("QQP train here is 7,996 pairs vs the paper's 283,010" in note for note in caveats(params, summary))
+    unknown = caveats(params, tmp_path / "missing.json")
+    assert any("QQP train here is a ~27k-pair subset" in note for note in unknown)
 
 
 def test_table3_grid_with_paper_cells(root):

@@ -77,13 +77,12 @@ FIGURES = [
 # ------------------------------------------------------------------------- caveats
 
 
-def _qqp_train_rows(prepared_dir: Path) -> int | None:
-    path = prepared_dir / "qqp-train.parquet"
-    if not path.exists():
+def _qqp_train_rows(data_metrics: Path) -> int | None:
+    """The QQP training pairs the prepare stage kept, from its summary (metrics/data.json): a file
+    the report stage declares, unlike the prepared data, which a workspace may hold from another run."""
+    if not data_metrics.exists():
         return None
-    import pyarrow.parquet as pq
-
-    return pq.read_metadata(path).num_rows
+    return read_json(data_metrics)["tasks"]["qqp"]["train"]["rows"]
 
 
 HEAD_STARTS = {"random": "random weights", "probe": "a linear probe"}
@@ -102,7 +101,7 @@ def _settings(params: Params) -> str:
     )
 
 
-def caveats(params: Params, prepared_dir: Path) -> list[str]:
+def caveats(params: Params, data_metrics: Path) -> list[str]:
     """What differs from the paper: backbone, data scale, preset and training settings."""
     backbone = params.model.backbone
     if "minilm-l6" in backbone.lower():
@@ -113,7 +112,7 @@ def caveats(params: Params, prepared_dir: Path) -> list[str]:
         )
     else:
         backbone_note = f"Backbone: {backbone} instead of the paper's BERT-base (12 layers, 768 hidden, 110M)."
-    rows = _qqp_train_rows(prepared_dir)
+    rows = _qqp_train_rows(data_metrics)
     qqp_train = f"{rows:,} pairs" if rows is not None else "a ~27k-pair subset"
     data_note = (
         f"Data scale: QQP train here is {qqp_train} vs the paper's 283,010; QQP dev and test are the two halves "
@@ -351,7 +350,7 @@ def build_report(params: Params, layout: Layout = Layout()) -> Path:
     metrics = load_model_metrics(params, layout)
     ensemble = read_json(layout.ensemble_metrics) if layout.ensemble_metrics.exists() else None
     analysis = read_json(layout.analysis_metrics) if layout.analysis_metrics.exists() else None
-    common = caveats(params, layout.prepared_dir(params))
+    common = caveats(params, layout.data_metrics)
 
     frame2, notes2 = table2(params, metrics)
     write_table(frame2, tables_dir / TABLE2, "Table 2: dev scores of the training methods (ours vs paper)", [*notes2, *common])
