@@ -167,7 +167,6 @@ def test_the_data_note_counts_the_qqp_pairs_the_prepare_stage_kept(tmp_path):
     """From metrics/data.json, which the report stage declares, and not from the prepared data,
     which a workspace may hold from an earlier run (it once said 4,000 pairs where 8,000 trained)."""
     params = parse_params({"preset": "laptop"})
-    (tmp_path / "data" / "prepared").mkdir(parents=True)  # whatever lies here must not be read
     summary = tmp_path / "data.json"
     summary.write_text(json.dumps({"tasks": {"qqp": {"train": {"rows": 7996}}}}))
     assert any("QQP train here is 7,996 pairs vs the paper's 283,010" in note for note in caveats(params, summary))
