@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -69,6 +70,17 @@ def write_prepared(directory: Path, *, labelled_test: bool) -> Path:
         _write(directory, task, "dev", EVAL_ROWS, labelled=True, offset=1)
         _write(directory, task, "test", EVAL_ROWS, labelled=labelled_test, offset=2)
     return directory
+
+
+def pytest_configure(config):
+    """Under `pytest -n N` (pytest-xdist), the processes a test starts (DVC's stages, the bench)
+    take the worker's share of the cores: N workers whose stages each took every core would
+    oversubscribe them, and on 2 cores that made torch several times slower."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        share = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, share)
 
 
 @pytest.fixture(scope="session", autouse=True)
