@@ -83,6 +83,12 @@ def pytest_configure(config):
             os.environ.setdefault(variable, share)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end files first (the order within a file kept): under `pytest -n`, the
+    files that take minutes then start side by side, instead of the last one running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Deterministic and light on the shared CPU."""
