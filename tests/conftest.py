@@ -75,10 +75,12 @@ def write_prepared(directory: Path, *, labelled_test: bool) -> Path:
 def pytest_configure(config):
     """Under `pytest -n N` (pytest-xdist), the processes a test starts (DVC's stages, the bench)
     take the worker's share of the cores: N workers whose stages each took every core would
-    oversubscribe them, and on 2 cores that made torch several times slower."""
+    oversubscribe them (two torch processes of 2 threads on 2 cores: 4 min against 2.5 one after
+    the other, tests/test_groups_pipeline.py)."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
-        share = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+        share = str(max(1, cores // int(workers)))
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, share)
 
