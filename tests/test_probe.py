@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from smartmtl import probe, smart, train
 from smartmtl.features import load_features
 from smartmtl.hardware import resolve_compute
-from smartmtl.heads import build_model
+from smartmtl.heads import build_model, save_model
 from smartmtl.schedules import build_plan
 from smartmtl.tasks import TASKS, to_unit
 from smartmtl.variants import RunSpec
@@ -176,6 +176,32 @@ def test_the_loop_fits_each_head_once_at_its_tasks_first_step(data, prepared_dir
     # QQP's probe reads the encoder as built; STS's, the encoder QQP's phase trained.
     assert all(torch.equal(fits[0][2][k], start[k]) for k in start)
     assert not all(torch.equal(fits[1][2][k], start[k]) for k in start)
+
+
+def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepared_dir, tmp_path, monkeypatch):
+    params = tiny_params(prepared_dir, train={"head_init": "probe"}, smart={"mu": 1.0})
+    torch.manual_seed(1)
+    checkpoint = build_model(SPEC, params)
+    save_model(checkpoint, tmp_path / "pretrain.safetensors")
+    fits, heads_at_first_step = [], {}
+    fit_head = probe.fit_head
+
+    def recording(model, task, *args):
+        fits.append(task)
+        return fit_head(model, task, *args)
+
+    def first_step(model, *args, **kwargs):  # the heads as the first optimizer step finds them
+        heads_at_first_step.setdefault("qqp", model.heads["qqp"].weight.detach().clone())
+        return step_gradients(model, *args, **kwargs)
+
+    step_gradients = train.step_gradients
+    monkeypatch.setattr(probe, "fit_head", recording)
+    monkeypatch.setattr(train, "step_gradients", first_step)
+    spec = dataclasses.replace(SPEC, schedule="simultaneous", pretrained=True)
+    train.train(spec, params, data, resolve_compute("fp32"), init=tmp_path / "pretrain.safetensors")
+    assert sorted(fits) == ["sst", "sts"]
+    assert torch.equal(heads_at_first_step["qqp"], checkpoint.heads["qqp"].weight)
+    assert probe.first_steps(_plan(data, "simultaneous"), train.pretrained_heads(None)) == {"sst": 0, "sts": 0, "qqp": 0}
 
 
 def test_random_heads_are_not_fitted(data, prepared_dir, monkeypatch):

@@ -60,7 +60,7 @@ from smartmtl.inference import evaluate
 from smartmtl.layout import Layout
 from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.tasks import TASKS, task_loss
-from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, smart_settings
+from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, pretrained_heads, smart_settings
 from smartmtl.variants import (
     TABLE2_CELL,
     RunSpec,
@@ -510,7 +510,7 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     log_every = log_every or max(1, total_steps // LOG_POINTS)
 
     # Every member's task begins at the same step: their plans have one shape.
-    probe_at = {} if tp.head_init == "random" else probe.first_steps(plans[0])
+    probe_at = {} if tp.head_init == "random" else probe.first_steps(plans[0], pretrained_heads(init))
 
     step = 0
     for epoch in range(len(shape)):

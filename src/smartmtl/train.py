@@ -289,7 +289,7 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
     step = sum(len(epoch) for epoch in plan[:done])
     log_every = max(1, total_steps // LOG_POINTS)
     # Each head is fitted at its task's first step (a resumed run has passed those of the tasks begun).
-    probe_at = {} if tp.head_init == "random" else probe.first_steps(plan)
+    probe_at = {} if tp.head_init == "random" else probe.first_steps(plan, pretrained_heads(init))
 
     for epoch in range(done, len(plan)):
         terms, started = StepTerms(), time.perf_counter()
@@ -329,6 +329,12 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
     return model
+
+
+def pretrained_heads(init: Path | None) -> tuple[str, ...]:
+    """The heads a run's starting checkpoint trained: the QQP pretraining's (``init`` is its
+    checkpoint, the only one a run starts from)."""
+    return tasks_of("pretrain") if init is not None else ()
 
 
 def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, tp, compute) -> None:
