@@ -184,7 +184,7 @@ def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepar
     checkpoint = build_model(SPEC, params)
     save_model(checkpoint, tmp_path / "pretrain.safetensors")
     fits, heads_at_first_step = [], {}
-    fit_head = probe.fit_head
+    fit_head, step_gradients = probe.fit_head, train.step_gradients
 
     def recording(model, task, *args):
         fits.append(task)
@@ -194,7 +194,6 @@ def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepar
         heads_at_first_step.setdefault("qqp", model.heads["qqp"].weight.detach().clone())
         return step_gradients(model, *args, **kwargs)
 
-    step_gradients = train.step_gradients
     monkeypatch.setattr(probe, "fit_head", recording)
     monkeypatch.setattr(train, "step_gradients", first_step)
     spec = dataclasses.replace(SPEC, schedule="simultaneous", pretrained=True)
