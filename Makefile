@@ -72,7 +72,8 @@ smoke: setup
 # Test files run side by side, one per core (pytest-xdist; each worker's torch and the stages it
 # starts take one core's share, tests/conftest.py): the end-to-end tests spend most of their time
 # starting DVC's stages, one Python process each, which one core does alone. At most 4 workers:
-# each holds torch and a model (1.0-1.7 GB measured), and four files hold most of the slow suite's time.
+# each holds torch and a model (1.0-1.7 GB measured), and four files hold most of the slow
+# suite's time.
 PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PYTEST) -m "not slow"

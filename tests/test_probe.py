@@ -183,7 +183,7 @@ def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepar
     torch.manual_seed(1)
     checkpoint = build_model(SPEC, params)
     save_model(checkpoint, tmp_path / "pretrain.safetensors")
-    fits, heads_at_first_step = [], {}
+    fits, qqp_heads_seen = [], []
     fit_head, step_gradients = probe.fit_head, train.step_gradients
 
     def recording(model, task, *args):
@@ -191,7 +191,7 @@ def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepar
         return fit_head(model, task, *args)
 
     def first_step(model, *args, **kwargs):  # the heads as the first optimizer step finds them
-        heads_at_first_step.setdefault("qqp", model.heads["qqp"].weight.detach().clone())
+        qqp_heads_seen.append(model.heads["qqp"].weight.detach().clone())
         return step_gradients(model, *args, **kwargs)
 
     monkeypatch.setattr(probe, "fit_head", recording)
@@ -199,7 +199,7 @@ def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepar
     spec = dataclasses.replace(SPEC, schedule="simultaneous", pretrained=True)
     train.train(spec, params, data, resolve_compute("fp32"), init=tmp_path / "pretrain.safetensors")
     assert sorted(fits) == ["sst", "sts"]
-    assert torch.equal(heads_at_first_step["qqp"], checkpoint.heads["qqp"].weight)
+    assert torch.equal(qqp_heads_seen[0], checkpoint.heads["qqp"].weight)
     assert probe.first_steps(_plan(data, "simultaneous"), train.pretrained_heads(None)) == {"sst": 0, "sts": 0, "qqp": 0}
 
 

@@ -14,7 +14,8 @@ at the start of its phase for sequential ones (the encoder has moved by then). A
 starting checkpoint already trained is not refitted: a +Pretrain run's QQP head starts as the
 QQP pretraining left it, trained on all its pairs, not as a probe of the 400 the run sees
 (Table 3's cell, seeds 4-7: QQP dev 0.834-0.844 kept against 0.814-0.840 refitted, overall
-+0.001 to +0.008; docs/results.md).
++0.001 to +0.008; on the claims' seeds 0-3, QQP +0.002 to +0.014 and overall within the seed
+spread; docs/results.md).
 """
 
 from __future__ import annotations
