@@ -87,7 +87,8 @@ def main() -> None:
         params = parse_params(raw, f"run {name}")
         if not Path(params.data.prepared_dir).exists():
             prepare(params.data.raw_dir, params.data.prepared_dir, params.data.train_limit, params.data.seed,
-                    dev_limit=params.data.dev_limit, test_limit=params.data.test_limit)
+                    dev_limit=params.data.dev_limit, test_limit=params.data.test_limit,
+                    probe_limit=params.data.probe_limit)
         features_key = digest(data_key, raw["model"])
         if features_key not in features_cache:
             features_cache[features_key] = load_features(params, ("sst", "qqp", "sts"), "concat", splits=("train", "dev"))

@@ -22,7 +22,7 @@ def prepare_data(settings: Params) -> None:
     """Validate and clean the nine raw files, write the prepared splits, data metrics and Table 1."""
     data, layout = settings.data, Layout()
     result = prepare(data.raw_dir, layout.prepared_dir(settings), data.train_limit, data.seed,
-                     dev_limit=data.dev_limit, test_limit=data.test_limit)
+                     dev_limit=data.dev_limit, test_limit=data.test_limit, probe_limit=data.probe_limit)
     io.write_json({"preset": settings.preset, **result.metrics()}, layout.data_metrics)
     io.write_table(result.table1(), layout.tables / TABLE1,
                    title="Table 1: examples per task and split (ours vs. the paper)",

@@ -188,3 +188,10 @@ def test_sweep_values_written_as_integers_are_refused(key):
     with pytest.raises(ConfigError, match=rf"sweep.{key}: .*write 0.0, not 0"):
         parse_params({"model": {"dropout": 0.0}, "smart": {"lambda_s": 0.0},
                       "sweep": {"dropout": [0.0], "lambda_s": [0.0], "sst_lambda_s": [0.0], key: [0]}})
+
+
+@pytest.mark.parametrize("train_limit", [400, None])
+def test_a_probe_limit_that_adds_no_row_is_refused(train_limit):
+    message = _error(_with("data", train_limit={"sst": train_limit}, probe_limit={"sst": 400}))
+    assert message.startswith("params.yaml") and "probe_limit.sst (400) must be above train_limit.sst" in message
+    assert parse_params(_with("data", train_limit={"sst": 400}, probe_limit={"sst": 401})).data.probe_limit.sst == 401

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smartmtl.config import SPLITS
-from smartmtl.data import load_split, prepare
+from smartmtl.data import load_split, prepare, table1_notes
 from smartmtl.rawdata import RAW_FILES, DataError, is_labelled
 from smartmtl.tasks import TASKS
 
@@ -427,6 +427,32 @@ def test_dev_and_test_limits_subsample_their_own_split_only(tmp_path):
     assert full.metrics()["dev_limit"] == {"sst": None, "qqp": None, "sts": None}
 
 
+def test_probe_limit_adds_only_rows_train_limit_left_out(raw, tmp_path):
+    counts = {0: 80, 1: 60, 2: 30, 3: 20, 4: 10}
+    _big_train(raw, "sst", counts)
+    alone = prepare(raw, tmp_path / "alone", {"sst": 50}, seed=1)
+    result = prepare(raw, tmp_path / "out", {"sst": 50}, seed=1, probe_limit={"sst": 120})
+    again = prepare(raw, tmp_path / "again", {"sst": 50}, seed=1, probe_limit={"sst": 120})
+    train, extra = load_split(tmp_path / "out", "sst", "train"), load_split(tmp_path / "out", "sst", "probe")
+    # the training rows are those without probe_limit; the probe's are 70 others of the same cleaned file
+    assert train.equals(load_split(tmp_path / "alone", "sst", "train"))
+    assert len(extra) == 70 and not set(ids(extra)) & set(ids(train))
+    assert set(ids(extra)) <= set(ids(prepare(raw, tmp_path / "full", {}, seed=1)[("sst", "train")].frame))
+    assert ids(extra) == ids(again.probe["sst"])  # seeded
+    kept = extra["label"].value_counts().to_dict()
+    assert all(abs(kept.get(label, 0) - 70 * n / 200) <= 1 for label, n in counts.items())  # stratified
+    assert result.metrics()["tasks"]["sst"]["train"]["probe_rows"] == 70
+    assert result.metrics()["probe_limit"] == {"sst": 120, "qqp": None, "sts": None}
+    assert alone.metrics()["tasks"]["sst"]["train"]["probe_rows"] == 0
+    # tasks without a probe_limit, and a run without any, have no probe file
+    assert sorted(p.name for p in (tmp_path / "out").glob("*-probe.parquet")) == ["sst-probe.parquet"]
+    assert not list((tmp_path / "alone").glob("*-probe.parquet"))
+    assert any("sst 70" in note for note in table1_notes(result, "laptop"))
+    # a probe_limit above the cleaned rows takes every row train_limit left out
+    everything = prepare(raw, tmp_path / "all", {"sst": 50}, seed=1, probe_limit={"sst": 10_000})
+    assert len(everything.probe["sst"]) == 150
+
+
 @pytest.mark.parametrize("limit", [{"sst": 0}, {"sst": 2.5}, {"mnli": 3}])
 def test_bad_train_limit(tmp_path, limit):
     with pytest.raises(DataError, match="train_limit"):
@@ -435,6 +461,8 @@ def test_bad_train_limit(tmp_path, limit):
         prepare(FIXTURES, tmp_path / "out", {}, 0, dev_limit=limit)
     with pytest.raises(DataError, match="test_limit"):
         prepare(FIXTURES, tmp_path / "out", {}, 0, test_limit=limit)
+    with pytest.raises(DataError, match="probe_limit"):
+        prepare(FIXTURES, tmp_path / "out", {}, 0, probe_limit=limit)
 
 
 # ----------------------------------------------------------------------------- outputs

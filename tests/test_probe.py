@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def _head_outputs(head: torch.nn.Linear, inputs: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------- the fit itself
 
 def _logistic(inputs, labels, folds=probe.FOLDS):
-    return LogisticRegressionCV(Cs=1 / probe.REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8, l1_ratios=(0.0,),
+    return LogisticRegressionCV(Cs=1 / probe.LOGISTIC_REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8, l1_ratios=(0.0,),
                                 max_iter=10_000, use_legacy_attributes=False).fit(inputs, labels)
 
 
@@ -126,6 +127,31 @@ def test_fit_head_puts_the_fit_into_the_head_of_a_real_model(data, prepared_dir)
     assert not probe.fit_head(model, "sst", data["train"]["sst"], rows, 8, compute.device, compute.autocast)
 
 
+def test_rows_only_the_probe_reads_join_the_fit(data, prepared_dir):
+    compute = resolve_compute("fp32")
+    torch.manual_seed(0)
+    model = build_model(SPEC, tiny_params(prepared_dir)).train()
+    qqp, extra = data["train"]["qqp"], data["dev"]["qqp"]  # any labelled rows will do as the probe's own
+    rows = np.arange(len(qqp))
+    inputs = [probe.head_inputs(model, "qqp", f, np.arange(len(f)), 8, compute.device, compute.autocast)
+              for f in (qqp, extra)]
+    assert probe.fit_head(model, "qqp", qqp, rows, 8, compute.device, compute.autocast, extra)
+    both = np.concatenate(inputs)
+    reference = _logistic(both, np.concatenate([qqp.labels.numpy(), extra.labels.numpy()]), folds=3)
+    np.testing.assert_allclose(_head_outputs(model.heads["qqp"], both)[:, 0], reference.decision_function(both),
+                               atol=1e-4)
+
+
+def test_features_bring_the_probes_rows_where_prepare_wrote_them(prepared_dir, tmp_path):
+    directory = shutil.copytree(prepared_dir, tmp_path / "prepared")
+    shutil.copy(directory / "sts-dev.parquet", directory / "sts-probe.parquet")
+    params = tiny_params(directory)
+    loaded = load_features(params, TASK_NAMES, "concat", splits=("train", "dev"))
+    assert list(loaded["probe"]) == ["sts"]
+    assert loaded["probe"]["sts"].ids == loaded["dev"]["sts"].ids
+    assert "probe" not in load_features(params, TASK_NAMES, "concat", splits=("dev",))
+
+
 def test_the_cosine_head_has_no_score_layer_to_fit(data, prepared_dir):
     compute = resolve_compute("fp32")
     model = build_model(dataclasses.replace(SPEC, head="cosine"), tiny_params(prepared_dir))
@@ -201,6 +227,21 @@ def test_a_pretrained_run_keeps_the_qqp_head_its_checkpoint_trained(data, prepar
     assert sorted(fits) == ["sst", "sts"]
     assert torch.equal(qqp_heads_seen[0], checkpoint.heads["qqp"].weight)
     assert probe.first_steps(_plan(data, "simultaneous"), train.pretrained_heads(None)) == {"sst": 0, "sts": 0, "qqp": 0}
+
+
+def test_the_loop_gives_each_head_the_rows_only_its_probe_reads(data, prepared_dir, monkeypatch):
+    params = tiny_params(prepared_dir, train={"head_init": "probe"})
+    extras = {}
+    fit_head = probe.fit_head
+
+    def recording(model, task, features, rows, batch_size, device, autocast, extra=None):
+        extras[task] = extra
+        return fit_head(model, task, features, rows, batch_size, device, autocast, extra)
+
+    monkeypatch.setattr(probe, "fit_head", recording)
+    with_probe = {**data, "probe": {"sts": data["dev"]["sts"]}}
+    train.train(dataclasses.replace(SPEC, schedule="simultaneous"), params, with_probe, resolve_compute("fp32"))
+    assert extras == {"sst": None, "qqp": None, "sts": data["dev"]["sts"]}
 
 
 def test_random_heads_are_not_fitted(data, prepared_dir, monkeypatch):

@@ -53,6 +53,11 @@ class DataParams(_Strict):
     train_limit: PerTask = PerTask()
     dev_limit: PerTask = PerTask()
     test_limit: PerTask = PerTask()
+    # Training rows per task the heads' linear probe fits on (train.head_init: probe): those
+    # train_limit keeps, then others of the same cleaned file up to this many (None = the
+    # former alone). A forward each and no training step: the cheap way for a short run's heads
+    # to learn from more of the data than its steps can (docs/results.md).
+    probe_limit: PerTask = PerTask()
     seed: int = 0
 
     @model_validator(mode="before")
@@ -61,6 +66,15 @@ class DataParams(_Strict):
         if isinstance(values, dict) and "eval_limit" in values:
             raise ValueError("eval_limit was split into dev_limit and test_limit (one per split): rename it")
         return values
+
+    @model_validator(mode="after")
+    def _probe_adds_rows(self):
+        for task in PerTask.model_fields:
+            probe, train = self.probe_limit.get(task), self.train_limit.get(task)
+            if probe is not None and (train is None or probe <= train):
+                raise ValueError(f"probe_limit.{task} ({probe}) must be above train_limit.{task} ({train}): "
+                                 "it counts the training rows too, and adds only rows train_limit leaves out")
+        return self
 
 
 class ModelParams(_Strict):

@@ -5,6 +5,7 @@ validates every row, then removes duplicates and train/eval leakage, optionally 
 the splits, and writes one parquet file per task and split; ``load_split`` reads one back:
 
     {task}-{split}.parquet   columns: id, sentence | sentence1, sentence2 [, label]
+    {task}-probe.parquet     where ``probe_limit`` asks for more rows than ``train_limit`` keeps
 
 ``label`` is int64 for SST (0-4) and QQP (0/1), float64 for STS (0-5); it is present only
 when the split is labelled (the distributed test files are not).
@@ -22,6 +23,9 @@ rules for rejecting a raw row are in :mod:`smartmtl.rawdata`):
   (and for unlabelled splits); kept rows stay in their original order. ``dev_limit`` and
   ``test_limit`` do the same to dev and test (reduced-scale presets only: a subsampled test
   split no longer has a prediction for every test id).
+* ``probe_limit`` draws, the same way, further rows from the cleaned training rows that
+  ``train_limit`` left out, up to that many training rows in all, into a ``probe`` file: rows
+  only the heads' linear probe reads (:mod:`smartmtl.probe`), never a training step.
 
 Outputs are written into ``out_dir`` as one atomic directory replacement and are
 byte-for-byte identical for identical inputs and parameters.
@@ -85,6 +89,7 @@ class PrepareResult:
     limits: dict[str, dict[str, int | None]]  # split -> task -> rows kept (None: all)
     conflicts: dict[tuple[str, str], int] = field(default_factory=dict)
     dev_test_overlap: dict[str, int] = field(default_factory=dict)
+    probe: dict[str, pd.DataFrame] = field(default_factory=dict)  # task -> rows only the probe reads
 
     def __getitem__(self, key: tuple[str, str]) -> SplitResult:
         return self.splits[key]
@@ -112,6 +117,7 @@ class PrepareResult:
                 }
                 if split == "train":
                     entry["leakage_removed"] = s.leakage_removed
+                    entry["probe_rows"] = len(self.probe.get(task, ()))
                 entry["subsampled_from"] = s.subsampled_from
                 if split == "dev":
                     entry["overlap_with_test"] = self.dev_test_overlap.get(task, 0)
@@ -120,7 +126,7 @@ class PrepareResult:
                 tasks[task][split] = entry
         return {
             "seed": self.seed,
-            **{f"{split}_limit": self.limits[split] for split in SPLITS},
+            **{f"{split}_limit": self.limits[split] for split in (*SPLITS, PROBE_SPLIT)},
             "tasks": tasks,
         }
 
@@ -153,14 +159,19 @@ def label_distribution(frame: pd.DataFrame, task: str) -> dict:
 # ----------------------------------------------------------------------------- public API
 
 
+# Not a split of the raw data: training rows outside ``train`` that only the heads' probe reads.
+PROBE_SPLIT = "probe"
+
+
 def output_name(task: str, split: str) -> str:
     return f"{task}-{split}.parquet"
 
 
 def load_split(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame:
     """Read one prepared split; ``label`` is present only when the split is labelled."""
-    if task not in TASKS or split not in SPLITS:
-        raise ValueError(f"unknown task/split {task!r}/{split!r}; tasks: {tuple(TASKS)}, splits: {SPLITS}")
+    if task not in TASKS or split not in (*SPLITS, PROBE_SPLIT):
+        raise ValueError(f"unknown task/split {task!r}/{split!r}; tasks: {tuple(TASKS)}, "
+                         f"splits: {(*SPLITS, PROBE_SPLIT)}")
     path = Path(prepared_dir) / output_name(task, split)
     if not path.exists():
         raise DataError(f"{path}: prepared split not found (run the prepare stage first)")
@@ -183,17 +194,19 @@ def prepare(
     seed: int = 0,
     dev_limit: Mapping[str, int | None] | None = None,
     test_limit: Mapping[str, int | None] | None = None,
+    probe_limit: Mapping[str, int | None] | None = None,
 ) -> PrepareResult:
     """Read, validate, clean and write all nine splits; see the module docstring for the rules.
 
     ``train_limit`` maps a task to the number of training rows to keep (None: all); any
     object with ``.get(task)`` works (e.g. ``params.data.train_limit``). ``dev_limit`` and
     ``test_limit`` do the same for dev and test, after leakage has been removed against the
-    whole of both, so that they change no training row.
+    whole of both, so that they change no training row. ``probe_limit`` (training rows in all,
+    the kept ones included) adds the ``probe`` rows; it changes no training row either.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    given = {"train": train_limit, "dev": dev_limit, "test": test_limit}
-    limits = {split: _limits(given[split], f"{split}_limit") for split in SPLITS}
+    given = {"train": train_limit, "dev": dev_limit, "test": test_limit, PROBE_SPLIT: probe_limit}
+    limits = {split: _limits(limit, f"{split}_limit") for split, limit in given.items()}
     check_raw_files(raw_dir)
 
     splits: dict[tuple[str, str], SplitResult] = {}
@@ -222,10 +235,15 @@ def prepare(
             limit = limits[split][task]
             if limit is not None and limit < s.rows:
                 s.subsampled_from = s.rows
-                s.frame = subsample(s.frame, task, limit, seed)
+                kept = np.zeros(s.rows, dtype=bool)
+                kept[subsample_rows(s.frame, task, limit, seed)] = True
+                cleaned, s.frame = s.frame, s.frame[kept].reset_index(drop=True)
                 log.info("%s/%s: subsampled %d of %d rows (seed %d)", task, split, s.rows, s.subsampled_from, seed)
+                if split == "train" and (limits[PROBE_SPLIT][task] or 0) > s.rows:
+                    result.probe[task] = subsample(cleaned[~kept].reset_index(drop=True), task,
+                                                   limits[PROBE_SPLIT][task] - s.rows, seed)
 
-    _write(splits, out_dir)
+    _write(splits, result.probe, out_dir)
     return result
 
 
@@ -278,6 +296,13 @@ def subsample(frame: pd.DataFrame, task: str, limit: int, seed: int) -> pd.DataF
     """
     if limit >= len(frame):
         return frame
+    return frame.iloc[subsample_rows(frame, task, limit, seed)].reset_index(drop=True)
+
+
+def subsample_rows(frame: pd.DataFrame, task: str, limit: int, seed: int) -> np.ndarray:
+    """The positions, ascending, of the rows :func:`subsample` keeps."""
+    if limit >= len(frame):
+        return np.arange(len(frame))
     rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
     if not TASKS[task].has_classes or not is_labelled(frame):
         chosen = rng.choice(len(frame), size=limit, replace=False)
@@ -293,7 +318,7 @@ def subsample(frame: pd.DataFrame, task: str, limit: int, seed: int) -> pd.DataF
         chosen = np.concatenate(
             [rng.choice(np.flatnonzero(labels == c), size=n, replace=False) for c, n in zip(classes, allocation)]
         )
-    return frame.iloc[np.sort(chosen)].reset_index(drop=True)
+    return np.sort(chosen)
 
 
 def _limits(given, name: str) -> dict[str, int | None]:
@@ -320,13 +345,14 @@ def _schema(task: str, labelled: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _write(splits: dict[tuple[str, str], SplitResult], out_dir: Path) -> None:
-    """Write every split into a fresh directory that replaces ``out_dir`` in one step."""
+def _write(splits: dict[tuple[str, str], SplitResult], probe: dict[str, pd.DataFrame], out_dir: Path) -> None:
+    """Write every split, and the probe's rows, into a fresh directory that replaces ``out_dir`` in one step."""
+    frames = {key: s.frame for key, s in splits.items()} | {(task, PROBE_SPLIT): f for task, f in probe.items()}
     with atomic_path(out_dir) as staging:
         staging.mkdir()
-        for (task, split), s in splits.items():
-            schema = _schema(task, s.labelled)
-            columns = {name: s.frame[name].tolist() for name in schema.names}
+        for (task, split), frame in frames.items():
+            schema = _schema(task, is_labelled(frame))
+            columns = {name: frame[name].tolist() for name in schema.names}
             table = pa.Table.from_pydict(columns, schema=schema)
             pq.write_table(table, staging / output_name(task, split), compression="zstd")
 
@@ -346,6 +372,10 @@ def table1_notes(result: PrepareResult, preset: str) -> list[str]:
         "CS224N QQP dev file, so QQP figures are not comparable with the paper's.",
         f"Preset: {preset}; train_limit: {show(result.limits['train'])}; seed: {result.seed}.",
     ]
+    if result.probe:
+        notes.append("Besides Train (ours), the heads' linear probe (not training) reads further training rows: "
+                     + ", ".join(f"{task} {len(frame):,}" for task, frame in result.probe.items())
+                     + f" (probe_limit: {show(result.limits[PROBE_SPLIT])}).")
     for split, consequence in (("dev", "dev scores are not comparable with the paper's"),
                                ("test", "the test predictions are a sample, not a submission")):
         if any(v is not None for v in result.limits[split].values()):

@@ -8,6 +8,7 @@ the encoder spends little time on padding. Nothing here loops over tokens in Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from smartmtl.backbone import load_tokenizer
 from smartmtl.config import SPLITS, Params
-from smartmtl.data import load_split
+from smartmtl.data import PROBE_SPLIT, load_split, output_name
 from smartmtl.heads import Segment, segments_for
 from smartmtl.tasks import TASKS
 
@@ -104,13 +105,16 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def load_features(params: Params, tasks, head: str, splits=SPLITS) -> dict[str, dict[str, TaskFeatures]]:
-    """Tokenise each task's splits once: ``features[split][task]``."""
-    tokenizer = load_tokenizer(params.model.backbone)
-    return {
-        split: {
-            task: tokenize(load_split(params.data.prepared_dir, task, split), task, head, tokenizer,
-                           params.model.max_length)
-            for task in tasks
-        }
-        for split in splits
-    }
+    """Tokenise each task's splits once: ``features[split][task]``. With the training split come
+    the rows only the heads' probe reads, ``features["probe"]``, for the tasks that have them
+    (``data.probe_limit``)."""
+    tokenizer, prepared = load_tokenizer(params.model.backbone), Path(params.data.prepared_dir)
+
+    def features(task: str, split: str) -> TaskFeatures:
+        return tokenize(load_split(prepared, task, split), task, head, tokenizer, params.model.max_length)
+
+    loaded = {split: {task: features(task, split) for task in tasks} for split in splits}
+    if "train" in splits:
+        loaded[PROBE_SPLIT] = {task: features(task, PROBE_SPLIT) for task in tasks
+                               if (prepared / output_name(task, PROBE_SPLIT)).exists()}
+    return loaded

@@ -53,6 +53,7 @@ from transformers import AttentionInterface
 
 from smartmtl import distributed, pcgrad, probe, smart
 from smartmtl.config import Params
+from smartmtl.data import PROBE_SPLIT
 from smartmtl.features import TaskFeatures, load_features
 from smartmtl.hardware import Compute, resolve_compute
 from smartmtl.heads import MultitaskModel, build_model
@@ -518,7 +519,7 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
         for steps in zip(*(plan[epoch] for plan in plans), strict=True):
             for task in (t for t, s in probe_at.items() if s == step):
                 probe_heads(group, task, train_data[task], [probe.planned_rows(plan, task) for plan in plans],
-                            tp.eval_batch_size, compute)
+                            tp.eval_batch_size, compute, data.get(PROBE_SPLIT, {}).get(task))
             training.step(steps, train_data, compute.autocast)
             step += 1
             if step % log_every == 0:
@@ -536,13 +537,13 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
 
 @torch.no_grad()
 def probe_heads(group: Group, task: str, features: TaskFeatures, rows: Sequence[np.ndarray], batch_size: int,
-                compute: Compute) -> None:
-    """Each member's ``task`` head as train.train fits it (smartmtl.probe), on its own rows, in
-    the stack and in the teacher, which reads the student's heads."""
+                compute: Compute, extra: TaskFeatures | None = None) -> None:
+    """Each member's ``task`` head as train.train fits it (smartmtl.probe), on its own rows and
+    ``extra``, in the stack and in the teacher, which reads the student's heads."""
     owners = [group.stacked.holder] + ([group.teacher.model] if group.teacher is not None else [])
     for index, member_rows in enumerate(rows):
         member = group.stacked.member(index)
-        if probe.fit_head(member, task, features, member_rows, batch_size, compute.device, compute.autocast):
+        if probe.fit_head(member, task, features, member_rows, batch_size, compute.device, compute.autocast, extra):
             for name, fitted in member.heads[task].named_parameters():
                 for owner in owners:
                     owner.heads[task].get_parameter(name)[index].copy_(fitted)

@@ -6,8 +6,10 @@ gradients into the encoder, and the run ends before the head is any good. Measur
 laptop preset (docs/results.md): a logistic regression on the frozen backbone's features of
 the SST rows already scores above the three-task fine-tuned rows. The fit is scikit-learn's
 L2-regularised logistic (class heads) or ridge (score heads) regression, on
-the rows the run will train the task on, so the probe sees no data the run does not; its L2
-strength is chosen by cross-validation on those rows (REGULARISATION).
+the rows the run will train the task on and, where ``data.probe_limit`` prepared them, further
+training rows that no step trains on: a forward each, so that a head of a 50-step run starts
+from 2,000 rows rather than its 400 (Table 3's cell, seeds 4-7: overall +0.007 to +0.021, SST
++0.012 to +0.057, STS +0.010 to +0.019; docs/results.md). Its L2 strength is chosen by cross-validation on those rows (REGULARISATION).
 
 A head is fitted when its task's training begins: at the first step for simultaneous runs,
 at the start of its phase for sequential ones (the encoder has moved by then). A head the run's
@@ -34,14 +36,18 @@ from smartmtl.tasks import TASKS, to_unit
 
 logger = logging.getLogger(__name__)
 
-# More rows add little to a linear fit of 384-768 features, cost a forward each, and slow the
-# cross-validated fit (SST's 5 classes: 2.6 s on 400 rows, 8 s on 800, 12 s on 1,024, 2-core Zen 4).
+# Of the rows a run trains a task on, the probe fits at most this many (the QQP pretraining's
+# 8,000): each costs a forward; more rows come from data.probe_limit, a choice of the preset.
 PROBE_MAX_ROWS = 1024
 # The probe's L2 strength (ridge's alpha; 1 / C for the logistic fit) is chosen by
 # cross-validation on the rows it fits, over this grid: at scikit-learn's defaults (alpha = C = 1)
 # the probe all but interpolates 400 rows (SST train accuracy 0.96, STS train r 0.94), its
 # task's loss starts near zero, and the encoder learns that task less (STS dev fell 0.56 -> 0.42).
 REGULARISATION = np.logspace(-4, 4, 17)
+# The logistic fits stop at 1: weaker penalties were never chosen (SST and QQP: C 0.03 on the
+# backbone's features), and their nearly unregularised fits took most of the time (2,000 SST
+# rows, 2-core Zen 5: 133 s over the whole grid, 3 s from 1 up, the same C chosen).
+LOGISTIC_REGULARISATION = REGULARISATION[REGULARISATION >= 1]
 FOLDS = 5
 
 
@@ -102,7 +108,7 @@ def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     # pools' threads contend at every L-BFGS step of these small products (800 SST rows: 134 s
     # with the default threads, 8 s with one; bench/probe_fit.py).
     with threadpool_limits(limits=1, user_api="blas"):
-        fitted = LogisticRegressionCV(Cs=1 / REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8,
+        fitted = LogisticRegressionCV(Cs=1 / LOGISTIC_REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8,
                                       l1_ratios=(0.0,), max_iter=10_000, use_legacy_attributes=False).fit(inputs, labels)
     if spec.outputs == 1:  # one logit for the positive class, as binary_cross_entropy reads it
         return fitted.coef_, fitted.intercept_
@@ -115,15 +121,21 @@ def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
 
 @torch.no_grad()
 def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
-             autocast) -> bool:
-    """Set ``model.heads[task]`` to the probe fitted on ``rows``; False where it kept its weights."""
+             autocast, extra: TaskFeatures | None = None) -> bool:
+    """Set ``model.heads[task]`` to the probe fitted on ``rows`` and all of ``extra`` (rows only
+    the probe reads); False where it kept its weights."""
     if task not in model.heads:  # the cosine head scores STS with no layer to fit
         return False
     inputs = head_inputs(model, task, features, rows, batch_size, device, autocast)
-    fitted = fit_linear(task, inputs, features.labels[rows].numpy())
+    labels = features.labels[rows].numpy()
+    if extra is not None:
+        inputs = np.concatenate([inputs, head_inputs(model, task, extra, np.arange(len(extra)), batch_size, device,
+                                                     autocast)])
+        labels = np.concatenate([labels, extra.labels.numpy()])
+    fitted = fit_linear(task, inputs, labels)
     if fitted is None:
         logger.warning("%s: a class has fewer than 2 of its %d rows, too few to choose the probe's L2 "
-                       "strength: its head keeps its random start", task, len(rows))
+                       "strength: its head keeps its random start", task, len(labels))
         return False
     head = model.heads[task]
     head.weight.copy_(torch.as_tensor(fitted[0], dtype=head.weight.dtype))

@@ -94,10 +94,14 @@ def _settings(params: Params) -> str:
     sequential = ", ".join(f"{task} {epochs:g}" for task, epochs in train.sequential_epochs.model_dump().items())
     limits = [f"{task}={params.data.train_limit.get(task)}" for task in TASKS if params.data.train_limit.get(task)]
     grid = ", ".join(f"{dropout:g}" for dropout in params.sweep.dropout)
+    heads = HEAD_STARTS[train.head_init]
+    probed = [f"{task}={params.data.probe_limit.get(task)}" for task in TASKS if params.data.probe_limit.get(task)]
+    if train.head_init == "probe" and probed:
+        heads += f" (on {', '.join(probed)} training rows)"
     return (
         f"{train.epochs} epoch(s) (sequential: {sequential}), batch size {train.batch_size}, lr {train.lr:g}, "
         f"train_limit {', '.join(limits) or 'none (all data)'}, dropout {params.model.dropout:g} (grid {grid}), "
-        f"{params.model.pooling} pooling, heads from {HEAD_STARTS[train.head_init]}, precision {train.precision}"
+        f"{params.model.pooling} pooling, heads from {heads}, precision {train.precision}"
     )
 
 

@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 
 from smartmtl import distributed, pcgrad, probe, smart
 from smartmtl.config import Params
+from smartmtl.data import PROBE_SPLIT
 from smartmtl.features import TaskFeatures
 from smartmtl.hardware import Compute
 from smartmtl.heads import MultitaskModel, build_model, save_model
@@ -254,7 +255,7 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
     tp = params.train
     torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
     device, autocast = compute.device, compute.autocast
-    train_data, dev_data = data["train"], data["dev"]
+    train_data, dev_data, probe_only = data["train"], data["dev"], data.get(PROBE_SPLIT, {})
     tasks = tasks_of(spec.schedule)
 
     model = build_model(spec, params, init).to(device)
@@ -297,7 +298,8 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
                             enabled=distributed.is_main_process())
         for batches in plan[epoch]:
             for task in (t for t, s in probe_at.items() if s == step):
-                _probe_head(model, teacher, task, train_data[task], probe.planned_rows(plan, task), tp, compute)
+                _probe_head(model, teacher, task, train_data[task], probe.planned_rows(plan, task), tp, compute,
+                            probe_only.get(task))
             optimizer.zero_grad(set_to_none=True)
             step_gradients(model, teacher, batches, train_data, settings, surgery, terms, device, autocast,
                            surgery_rng, diagnose=settings is not None and step % DIAGNOSE_EVERY == 0)
@@ -337,13 +339,15 @@ def pretrained_heads(init: Path | None) -> tuple[str, ...]:
     return tasks_of("pretrain") if init is not None else ()
 
 
-def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, tp, compute) -> None:
+def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, tp, compute,
+                extra: TaskFeatures | None = None) -> None:
     started = time.perf_counter()
-    if probe.fit_head(model, task, features, rows, tp.eval_batch_size, compute.device, compute.autocast):
+    if probe.fit_head(model, task, features, rows, tp.eval_batch_size, compute.device, compute.autocast, extra):
         distributed.broadcast_parameters(model.heads[task])
         if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
             teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
-        logger.info("%s head: probe fitted on %d rows (%.1f s)", task, len(rows), time.perf_counter() - started)
+        logger.info("%s head: probe fitted on %d rows (%d trained on, %d only probed; %.1f s)", task,
+                    len(rows) + len(extra or ()), len(rows), len(extra or ()), time.perf_counter() - started)
 
 
 def _dev_subset(dev_data: dict[str, TaskFeatures], tasks, rows: int | None) -> dict[str, TaskFeatures]:
