@@ -373,9 +373,10 @@ def table1_notes(result: PrepareResult, preset: str) -> list[str]:
         f"Preset: {preset}; train_limit: {show(result.limits['train'])}; seed: {result.seed}.",
     ]
     if result.probe:
-        notes.append("Besides Train (ours), the heads' linear probe (not training) reads further training rows: "
+        notes.append("Beyond Train (ours), the heads' linear probe reads training rows no training step sees: "
                      + ", ".join(f"{task} {len(frame):,}" for task, frame in result.probe.items())
-                     + f" (probe_limit: {show(result.limits[PROBE_SPLIT])}).")
+                     + " (probe_limit: " + ", ".join(f"{task}={limit}" for task, limit
+                                                     in result.limits[PROBE_SPLIT].items() if limit) + " in all).")
     for split, consequence in (("dev", "dev scores are not comparable with the paper's"),
                                ("test", "the test predictions are a sample, not a submission")):
         if any(v is not None for v in result.limits[split].values()):
