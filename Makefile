@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "$(WARM_IMPORTS)"
 	touch $(STAMP)
-WARM_IMPORTS := import smartmtl.runner, smartmtl.analysis, smartmtl.report, smartmtl.cli, \
+WARM_IMPORTS := import smartmtl.train.runner, smartmtl.results.analysis, smartmtl.results.report, smartmtl.app.cli, \
   transformers.models.bert.modeling_bert, transformers.models.auto.modeling_auto, dvc.cli, dvc.repo, pytest
 
 # A different copy of the data changes data/raw.dvc: git shows it, and `dvc repro` prepares again.

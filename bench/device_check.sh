@@ -40,7 +40,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee
 import sys, yaml
 from smartmtl import presets
 from smartmtl.config import parse_params
-from smartmtl.data import prepare
+from smartmtl.data.prepare import prepare
 raw = presets.render("paper")
 raw["model"]["backbone"], raw["data"]["raw_dir"], raw["data"]["prepared_dir"] = ".device/model", ".device/raw", "/tmp/prepared"
 yaml.safe_dump(raw, open(f"{sys.argv[1]}/paper.yaml", "w"), sort_keys=False)

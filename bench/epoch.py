@@ -1,6 +1,6 @@
 """Time the first epoch of one Table 2 run at a parameter set's scale: what a training stage
 of `dvc repro` spends per epoch, tokenising and compiling included; or, with ``--group``, of a
-fused group of runs (smartmtl.fused: ``table3`` is the paper's grid) as `smartmtl train-group`
+fused group of runs (smartmtl.fused.group: ``table3`` is the paper's grid) as `smartmtl train-group`
 trains it.
 
 It prints the epoch's dev scores, its wall time, and the steady rate of its last half (from
@@ -30,16 +30,16 @@ def main() -> None:
     args = parser.parse_args()
 
     from smartmtl.config import load_params
-    from smartmtl.features import load_features
-    from smartmtl.hardware import resolve_compute
-    from smartmtl.schedules import tasks_of
-    from smartmtl.train import TrainingLog, train
+    from smartmtl.model.features import load_features
+    from smartmtl.train.hardware import resolve_compute
+    from smartmtl.train.loop import TrainingLog, train
+    from smartmtl.train.schedules import tasks_of
     from smartmtl.variants import table2_spec
 
     params = load_params(args.params)
     specs = [table2_spec(params, args.row, params.sweep.seeds[0])]
     if args.group:
-        from smartmtl.fused import named_group
+        from smartmtl.fused.group import named_group
         specs = named_group(params, args.group)
     spec = specs[0]
     started = time.perf_counter()
@@ -80,9 +80,9 @@ class TimeBox(Exception):
 def time_group(args, params, specs, features, compute, epoch_log, marks, tokenise_s) -> None:
     """The steady rate of a fused group over its first epoch, or the part of it ``--seconds`` allow
     (from the backbone, not the pretraining: the same arithmetic)."""
-    from smartmtl.fused import train_group
-    from smartmtl.schedules import build_plan, tasks_of
-    from smartmtl.train import TrainingLog
+    from smartmtl.fused.group import train_group
+    from smartmtl.train.loop import TrainingLog
+    from smartmtl.train.schedules import build_plan, tasks_of
 
     spec, tasks = specs[0], tasks_of(specs[0].schedule)
     epoch_steps = len(build_plan(spec.schedule, {t: features["train"][t].lengths for t in tasks},

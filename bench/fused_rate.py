@@ -1,4 +1,4 @@
-"""Benchmark: examples/s of a fused group of M SMART runs (smartmtl.fused) against runs one by one.
+"""Benchmark: examples/s of a fused group of M SMART runs (smartmtl.fused.group) against runs one by one.
 
 Each member is Table 2's Concat+SMART* run (three tasks a step, one ascent step, the Bregman
 teacher) with its own seed: its own start, batches and noise. A group of M trains as one
@@ -28,7 +28,7 @@ def smart_examples(params, train_rows: dict[str, int]) -> tuple[int, int]:
     """The SMART runs params.yaml plans and the examples they train on, from their plans."""
     import numpy as np
 
-    from smartmtl.schedules import build_plan, tasks_of
+    from smartmtl.train.schedules import build_plan, tasks_of
     from smartmtl.variants import planned_runs
 
     runs = [spec for spec in planned_runs(params) if spec.smart]
@@ -63,14 +63,15 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from smartmtl import fused, smart
-    from smartmtl.backbone import load_tokenizer
     from smartmtl.config import load_params
-    from smartmtl.data import load_split
-    from smartmtl.features import bucketed_batches, tokenize
-    from smartmtl.hardware import autocast_for, pick_device, resolve_precision
-    from smartmtl.heads import build_model
-    from smartmtl.train import StepTerms, smart_settings, step_gradients
+    from smartmtl.data.prepared import load_split
+    from smartmtl.fused import group as fused
+    from smartmtl.model.backbone import load_tokenizer
+    from smartmtl.model.features import bucketed_batches, tokenize
+    from smartmtl.model.heads import build_model
+    from smartmtl.train import smart
+    from smartmtl.train.hardware import autocast_for, pick_device, resolve_precision
+    from smartmtl.train.loop import StepTerms, smart_settings, step_gradients
     from smartmtl.variants import table2_spec
 
     params = load_params(args.params)

@@ -30,13 +30,13 @@ def main() -> None:
     import numpy as np
     import threadpoolctl
 
-    from smartmtl import probe
-    from smartmtl.backbone import load_tokenizer
     from smartmtl.config import load_params
-    from smartmtl.features import tokenize
-    from smartmtl.hardware import resolve_compute
-    from smartmtl.heads import build_model
-    from smartmtl.rawdata import RAW_FILES, read_raw
+    from smartmtl.data.raw import RAW_FILES, read_raw
+    from smartmtl.model.backbone import load_tokenizer
+    from smartmtl.model.features import tokenize
+    from smartmtl.model.heads import build_model
+    from smartmtl.train import probe
+    from smartmtl.train.hardware import resolve_compute
     from smartmtl.variants import table2_spec
 
     params = load_params(args.params)

@@ -27,15 +27,15 @@ import torch
 import yaml
 
 from smartmtl.config import parse_params
-from smartmtl.data import prepare
+from smartmtl.data.prepare import prepare
 from smartmtl.evaluate import scores, task_metric
-from smartmtl.features import load_features
-from smartmtl.hardware import pick_device, resolve_compute
-from smartmtl.heads import save_model
-from smartmtl.inference import evaluate
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import save_model
+from smartmtl.model.inference import evaluate
 from smartmtl.presets import render
 from smartmtl.tasks import combine
-from smartmtl.train import train
+from smartmtl.train.hardware import pick_device, resolve_compute
+from smartmtl.train.loop import train
 from smartmtl.variants import pretrain_spec, table2_cell_spec, table2_spec
 
 

@@ -69,14 +69,14 @@ def run_phase(phase: str, args) -> dict:
     import numpy as np
     import torch
 
-    from smartmtl import smart
-    from smartmtl.backbone import load_tokenizer
     from smartmtl.config import load_params
-    from smartmtl.data import load_split
-    from smartmtl.features import bucketed_batches, tokenize
-    from smartmtl.hardware import autocast_for, pick_device, resolve_precision
-    from smartmtl.heads import build_model
-    from smartmtl.train import StepTerms, smart_settings, step_gradients
+    from smartmtl.data.prepared import load_split
+    from smartmtl.model.backbone import load_tokenizer
+    from smartmtl.model.features import bucketed_batches, tokenize
+    from smartmtl.model.heads import build_model
+    from smartmtl.train import smart
+    from smartmtl.train.hardware import autocast_for, pick_device, resolve_precision
+    from smartmtl.train.loop import StepTerms, smart_settings, step_gradients
     from smartmtl.variants import table2_cell_spec
 
     params = load_params(args.params)
@@ -137,7 +137,7 @@ def hf_trainer(params, frame, args, device, precision: str) -> float:
         TrainingArguments,
     )
 
-    from smartmtl.backbone import load_tokenizer, resolve_backbone
+    from smartmtl.model.backbone import load_tokenizer, resolve_backbone
 
     class Clock(TrainerCallback):  # time the second pass, as for ours
         def on_step_end(self, args, state, control, **kwargs):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import gc
 
-gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+gc.disable()  # while the modules below are imported: smartmtl.app.stage switches it back on
 
 from pathlib import Path
 
 import typer
 
-from smartmtl.analysis import run_analysis
-from smartmtl.stage import PARAMS_OPTION, stage_context
+from smartmtl.app.stage import PARAMS_OPTION, stage_context
+from smartmtl.results.analysis import run_analysis
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import gc
 
-gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+gc.disable()  # while the modules below are imported: smartmtl.app.stage switches it back on
 
 import typer
 
+from smartmtl.app.stage import stage_app
 from smartmtl.config import Params
-from smartmtl.ensemble import build_ensemble
-from smartmtl.outputs import move_stale
-from smartmtl.stage import stage_app
+from smartmtl.results.ensemble import build_ensemble
+from smartmtl.results.outputs import move_stale
 
 
 def ensemble(settings: Params) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import gc
 
-gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+gc.disable()  # while the modules below are imported: smartmtl.app.stage switches it back on
 
 from pathlib import Path
 
 import typer
 
-from smartmtl.outputs import write_untrained
-from smartmtl.stage import PARAMS_OPTION, stage_context
+from smartmtl.app.stage import PARAMS_OPTION, stage_context
+from smartmtl.results.outputs import write_untrained
 from smartmtl.variants import (
     TABLE2_CELL,
     grid_spec,
@@ -35,9 +35,9 @@ SEED = typer.Option(..., help="The run's seed (a value of sweep.seeds).")
 
 def run(spec, settings) -> None:
     # Imported on use, so that table2-cell on the grid (which trains nothing) starts without
-    # torch and transformers; with the collector off while they load, as smartmtl.stage explains.
+    # torch and transformers; with the collector off while they load, as smartmtl.app.stage explains.
     gc.disable()
-    from smartmtl.runner import run as train_and_score
+    from smartmtl.train.runner import run as train_and_score
 
     gc.freeze()
     gc.enable()

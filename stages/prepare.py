@@ -2,20 +2,20 @@
 
 Reads ``data.raw_dir``, writes ``data.prepared_dir/{task}-{split}.parquet``,
 ``metrics/data.json`` and ``metrics/tables/table1_data.{csv,md}``. All the logic lives in
-:mod:`smartmtl.data`; this file only wires parameters to it.
+:mod:`smartmtl.data.prepare`; this file only wires parameters to it.
 """
 
 from __future__ import annotations
 
 import gc
 
-gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+gc.disable()  # while the modules below are imported: smartmtl.app.stage switches it back on
 
 from smartmtl import io
+from smartmtl.app.stage import stage_app
 from smartmtl.config import Params
-from smartmtl.data import prepare, table1_notes
+from smartmtl.data.prepare import prepare, table1_notes
 from smartmtl.layout import TABLE1, Layout
-from smartmtl.stage import stage_app
 
 
 def prepare_data(settings: Params) -> None:

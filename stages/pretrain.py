@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import gc
 
-gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+gc.disable()  # while the modules below are imported: smartmtl.app.stage switches it back on
 
+from smartmtl.app.stage import stage_app
 from smartmtl.config import Params
-from smartmtl.runner import run
-from smartmtl.stage import stage_app
+from smartmtl.train.runner import run
 from smartmtl.variants import pretrain_spec
 
 

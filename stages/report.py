@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gc
 
-gc.disable()  # while the modules below are imported: smartmtl.stage switches it back on
+gc.disable()  # while the modules below are imported: smartmtl.app.stage switches it back on
 
 import typer
 
+from smartmtl.app.stage import stage_app
 from smartmtl.config import Params
-from smartmtl.report import build_report
-from smartmtl.stage import stage_app
+from smartmtl.results.report import build_report
 
 
 def report(settings: Params) -> None:

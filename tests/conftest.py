@@ -134,5 +134,5 @@ def make_params(prepared_dir):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from smartmtl.backbone import load_tokenizer
+    from smartmtl.model.backbone import load_tokenizer
     return load_tokenizer(BACKBONE)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smartmtl.analysis import AnalysisError, run_analysis
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
+from smartmtl.results.analysis import AnalysisError, run_analysis
 
 RNG = np.random.default_rng(0)
 N_SST, N_STS = 60, 80

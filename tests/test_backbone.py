@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import BACKBONE
 
-from smartmtl import backbone
-from smartmtl.backbone import BUNDLED, BackboneError, load_tokenizer, resolve_backbone
+from smartmtl.model import backbone
+from smartmtl.model.backbone import BUNDLED, BackboneError, load_tokenizer, resolve_backbone
 
 
 def test_bundled_name_resolves_to_a_local_model_dir():
@@ -62,7 +62,7 @@ def test_unreachable_hub_id_names_the_bundled_alternative(monkeypatch):
 def test_dropout_zero_means_no_dropout_anywhere_in_the_encoder():
     import torch
 
-    from smartmtl.backbone import DROPOUT_KEYS, load_encoder
+    from smartmtl.model.backbone import DROPOUT_KEYS, load_encoder
 
     encoder = load_encoder("all-MiniLM-L6-v2", 0.0).train()
     assert [getattr(encoder.config, key) for key in DROPOUT_KEYS if hasattr(encoder.config, key)] == [0.0, 0.0]

@@ -9,8 +9,8 @@ import pytest
 from conftest import tiny_params
 from scipy import stats
 
-from smartmtl.claims import compare, paper_claims, table5
 from smartmtl.config import ClaimsParams
+from smartmtl.results.claims import compare, paper_claims, table5
 
 
 def test_compare_gives_the_paired_t_test_its_interval_and_tost_by_hand():

@@ -8,7 +8,7 @@ import sys
 
 
 def test_the_cli_module_does_not_import_torch():
-    probe = "import sys, smartmtl.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    probe = "import sys, smartmtl.app.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
 
@@ -16,7 +16,7 @@ def test_the_cli_module_does_not_import_torch():
 def test_a_mistake_in_the_input_is_one_line_and_exit_status_1(tmp_path):
     from typer.testing import CliRunner
 
-    from smartmtl.cli import app
+    from smartmtl.app.cli import app
 
     result = CliRunner().invoke(app, ["preset", "no_such_preset", "--output", str(tmp_path / "params.yaml")])
     assert result.exit_code == 1
@@ -30,7 +30,7 @@ def test_train_group_names_an_unknown_row_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
     from smartmtl import presets
-    from smartmtl.cli import app
+    from smartmtl.app.cli import app
 
     presets.write("smoke", tmp_path / "params.yaml")
     result = CliRunner().invoke(app, ["train-group", "no_such_row", "--params", str(tmp_path / "params.yaml")])
@@ -42,9 +42,10 @@ def test_train_group_names_an_unknown_row_in_one_line(tmp_path):
 def test_train_group_table3_and_figure3_are_the_pipelines_runs_of_those_stages(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from smartmtl import fused, presets
-    from smartmtl.cli import app
+    from smartmtl import presets
+    from smartmtl.app.cli import app
     from smartmtl.config import load_params
+    from smartmtl.fused import group as fused
     from smartmtl.variants import planned_runs
 
     trained = []

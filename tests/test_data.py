@@ -1,4 +1,4 @@
-"""Tests of the data preparation (smartmtl.data, reading the raw files with smartmtl.rawdata)
+"""Tests of the data preparation (smartmtl.data.prepare, reading the raw files with smartmtl.data.raw)
 and its stage (stages/prepare.py).
 
 The fixtures under tests/fixtures/raw mirror the nine raw files, with the real files'
@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from smartmtl.config import SPLITS
-from smartmtl.data import load_split, prepare, table1_notes
-from smartmtl.rawdata import RAW_FILES, DataError, is_labelled
+from smartmtl.data.prepare import prepare, table1_notes
+from smartmtl.data.prepared import load_split
+from smartmtl.data.raw import RAW_FILES, DataError, is_labelled
 from smartmtl.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ import torch.multiprocessing as mp
 from conftest import tiny_params
 from safetensors.torch import load_file
 
-import smartmtl.train
-from smartmtl import distributed
-from smartmtl.features import load_features
-from smartmtl.hardware import resolve_compute
-from smartmtl.heads import build_model, save_model
-from smartmtl.train import train
+import smartmtl.train.loop
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import build_model, save_model
+from smartmtl.train import distributed
+from smartmtl.train.hardware import resolve_compute
+from smartmtl.train.loop import train
 from smartmtl.variants import RunSpec
 
 TASKS = ("sst", "qqp", "sts")
@@ -77,7 +77,7 @@ def two_process_weights(prepared_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(EXACT))
 def test_two_processes_train_what_one_process_trains(name, two_process_weights, prepared_dir, monkeypatch):
-    monkeypatch.setattr(smartmtl.train, "build_model", _deterministic_build(build_model))
+    monkeypatch.setattr(smartmtl.train.loop, "build_model", _deterministic_build(build_model))
     params = _params(prepared_dir)
     features = load_features(params, TASKS, "concat", splits=("train", "dev"))
     torch.manual_seed(params.train.seed)

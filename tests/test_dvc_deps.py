@@ -27,17 +27,27 @@ PACKAGE = ROOT / "src" / "smartmtl"
 PACKAGE_DATA = {"presets": "src/smartmtl/presets"}
 
 
+def module_file(name: str) -> Path:
+    """The file of module ``name``, dotted below the package (``train.loop``)."""
+    return PACKAGE / (name.replace(".", "/") + ".py")
+
+
 def imported_modules(path: Path) -> set[str]:
-    """The smartmtl modules ``path`` imports itself (``smartmtl.x`` -> ``x``)."""
+    """The smartmtl modules ``path`` imports itself, dotted below the package
+    (``smartmtl.train.loop`` -> ``train.loop``; ``from smartmtl.train import smart`` -> ``train.smart``)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "smartmtl":
-            if node.module == "smartmtl":  # from smartmtl import a, b
-                names.update(alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists())
-            else:
-                names.add(node.module.split(".")[1])
+            below = node.module.partition(".")[2]
+            for alias in node.names:
+                submodule = f"{below}.{alias.name}" if below else alias.name
+                if module_file(submodule).exists():
+                    names.add(submodule)
+            if below and module_file(below).exists():
+                names.add(below)
         elif isinstance(node, ast.Import):
-            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("smartmtl."))
+            names.update(a.name.partition(".")[2] for a in node.names
+                         if a.name.startswith("smartmtl.") and module_file(a.name.partition(".")[2]).exists())
     return names
 
 
@@ -47,7 +57,7 @@ def module_closure(script: Path) -> set[str]:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(imported_modules(PACKAGE / f"{name}.py"))
+            todo.extend(imported_modules(module_file(name)))
     return seen
 
 
@@ -69,26 +79,26 @@ def test_every_stage_is_found():
 
 def test_the_import_walk_sees_through_modules():
     # runner imports train, which imports smart: the walk must reach smart from the stage.
-    assert {"runner", "train", "smart", "pcgrad"} <= module_closure(ROOT / "stages" / "finetune.py")
+    assert {"train.runner", "train.loop", "train.smart", "train.pcgrad"} <= module_closure(ROOT / "stages" / "finetune.py")
 
 
 def module_deps(script: str) -> list[str]:
     """The modules a script imports, and the package folders they read."""
     closure = module_closure(ROOT / script)
-    return sorted([f"src/smartmtl/{module}.py" for module in closure]
+    return sorted([str(module_file(module).relative_to(ROOT)) for module in closure]
                   + [PACKAGE_DATA[module] for module in closure if module in PACKAGE_DATA])
 
 
 def test_every_folder_of_the_package_is_claimed_by_the_module_that_reads_it():
     folders = {f"src/smartmtl/{path.name}" for path in PACKAGE.iterdir()
-               if path.is_dir() and path.name != "__pycache__"}
+               if path.is_dir() and path.name != "__pycache__" and not (path / "__init__.py").exists()}
     assert folders == set(PACKAGE_DATA.values())
     for module, folder in PACKAGE_DATA.items():
-        assert Path(folder).name in (PACKAGE / f"{module}.py").read_text(), f"{module}.py does not read {folder}"
+        assert Path(folder).name in module_file(module).read_text(), f"{module}.py does not read {folder}"
 
 
 _STAGE = re.compile(r"^  ([\w-]+):$")
-_MODULE = re.compile(r"^      - src/smartmtl/\w+(\.py)?$")
+_MODULE = re.compile(r"^      - src/smartmtl/[\w/]+(\.py)?$")
 
 
 def with_module_deps(text: str) -> str:

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from smartmtl.config import parse_params
-from smartmtl.ensemble import EnsembleError, build_ensemble, select_members
 from smartmtl.evaluate import overall_score
 from smartmtl.layout import Layout
-from smartmtl.outputs import load_model_metrics, move_stale, write_untrained
+from smartmtl.results.ensemble import EnsembleError, build_ensemble, select_members
+from smartmtl.results.outputs import load_model_metrics, move_stale, write_untrained
 from smartmtl.tasks import combine, vote
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]

@@ -1,4 +1,4 @@
-"""A fused group of runs (smartmtl.fused) equals its runs trained one by one (smartmtl.train)."""
+"""A fused group of runs (smartmtl.fused.group) equals its runs trained one by one (smartmtl.train.loop)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from conftest import TRAIN_ROWS, tiny_params
 
 from smartmtl import presets
 from smartmtl.config import parse_params
-from smartmtl.features import load_features
-from smartmtl.fused import (
+from smartmtl.fused.group import (
     MEMBER_ATTENTION,
     MemberDropout,
     StackedModel,
@@ -26,11 +25,12 @@ from smartmtl.fused import (
     run_group,
     train_group,
 )
-from smartmtl.hardware import resolve_compute
-from smartmtl.heads import build_model, save_model
 from smartmtl.layout import Layout
-from smartmtl.runner import run
-from smartmtl.train import TrainingLog, train
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import build_model, save_model
+from smartmtl.train.hardware import resolve_compute
+from smartmtl.train.loop import TrainingLog, train
+from smartmtl.train.runner import run
 from smartmtl.variants import PRETRAIN, RunSpec, planned_runs, pretrain_spec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")

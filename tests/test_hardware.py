@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smartmtl.hardware import choose_precision, cpu_flags
+from smartmtl.train.hardware import choose_precision, cpu_flags
 
 AMX_XEON = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 AVX512_BF16_ONLY = frozenset({"avx2", "avx512f", "avx512_bf16"})

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from conftest import BACKBONE
 
-from smartmtl.backbone import load_encoder
-from smartmtl.features import tokenize
-from smartmtl.heads import MultitaskModel, segments_for
+from smartmtl.model.backbone import load_encoder
+from smartmtl.model.features import tokenize
+from smartmtl.model.heads import MultitaskModel, segments_for
 from smartmtl.tasks import TASKS, task_loss
 
 HEADS = ("separate", "cosine", "concat")

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from smartmtl.pcgrad import (
+from smartmtl.train.pcgrad import (
     assign_flat_grad,
     flatten_grads,
     iter_projected,
@@ -181,7 +181,7 @@ def test_surgery_backward_on_two_head_model():
 
 
 def test_pairwise_cosines_say_which_task_gradients_conflict():
-    from smartmtl.pcgrad import pairwise_cosines
+    from smartmtl.train.pcgrad import pairwise_cosines
 
     grads = [torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0]), torch.tensor([0.0, 2.0]), torch.zeros(2)]
     cosines = pairwise_cosines(grads)

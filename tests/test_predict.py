@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from smartmtl.heads import build_model
-from smartmtl.predict import PredictError, predict_text, saved_params
-from smartmtl.runner import save_run
+from smartmtl.app.predict import PredictError, predict_text, saved_params
+from smartmtl.model.heads import build_model
+from smartmtl.train.runner import save_run
 from smartmtl.variants import table2_spec
 
 

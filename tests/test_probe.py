@@ -1,4 +1,4 @@
-"""The heads' linear probe before fine-tuning (smartmtl.probe) and where the loop fits it."""
+"""The heads' linear probe before fine-tuning (smartmtl.train.probe) and where the loop fits it."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import torch
 from conftest import tiny_params
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 
-from smartmtl import probe, smart, train
-from smartmtl.features import load_features
-from smartmtl.hardware import resolve_compute
-from smartmtl.heads import build_model, save_model
-from smartmtl.schedules import build_plan
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import build_model, save_model
 from smartmtl.tasks import TASKS, to_unit
+from smartmtl.train import loop as train
+from smartmtl.train import probe, smart
+from smartmtl.train.hardware import resolve_compute
+from smartmtl.train.schedules import build_plan
 from smartmtl.variants import RunSpec
 
 TASK_NAMES = ("sst", "qqp", "sts")

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from smartmtl import presets
-from smartmtl.claims import table5
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
-from smartmtl.outputs import load_model_metrics
-from smartmtl.report import PAPER_TABLE2, PAPER_TABLE3, build_report, caveats, table2
+from smartmtl.results.claims import table5
+from smartmtl.results.outputs import load_model_metrics
+from smartmtl.results.report import PAPER_TABLE2, PAPER_TABLE3, build_report, caveats, table2
 
 VARIANTS = {
     "baseline": {"label": "Baseline", "head": "separate", "schedule": "sequential"},
@@ -231,7 +231,7 @@ def test_table5_pairs_runs_by_seed_and_gives_verdicts(root):
 
 
 def test_findings_name_compressed_sts_predictions_only_when_they_are():
-    from smartmtl.report import _findings
+    from smartmtl.results.report import _findings
 
     compressed = {"gold_max": 5.0, "prediction_p99": 2.8, "mean_prediction_gold_4_to_5": 2.3}
     assert any("below 2.80 while gold reaches 5.0" in line for line in _findings({"sts_scale": compressed}))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from smartmtl.features import bucketed_batches
-from smartmtl.schedules import (
+from smartmtl.model.features import bucketed_batches
+from smartmtl.train.schedules import (
     build_plan,
     learning_rate_schedule,
     sequential_plan,

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from smartmtl.smart import (
+from smartmtl.tasks import TASKS, squared_error, symmetric_bernoulli_kl, symmetric_kl
+from smartmtl.train.smart import (
     EmaTeacher,
     Perturbation,
     SameDropout,
@@ -16,7 +17,6 @@ from smartmtl.smart import (
     teacher_beta,
     token_norm,
 )
-from smartmtl.tasks import TASKS, squared_error, symmetric_bernoulli_kl, symmetric_kl
 
 
 # ------------------------------------------------------------------------ divergences
@@ -274,8 +274,8 @@ def test_bregman_is_zero_against_an_identical_teacher_and_grows_when_it_lags():
 # ----------------------------------------------------------------- real bundled backbone
 @pytest.fixture(scope="module")
 def backbone():
-    from smartmtl.backbone import load_encoder, load_tokenizer
-    from smartmtl.heads import MultitaskModel
+    from smartmtl.model.backbone import load_encoder, load_tokenizer
+    from smartmtl.model.heads import MultitaskModel
 
     torch.manual_seed(0)
     model = MultitaskModel(load_encoder("all-MiniLM-L6-v2", 0.1), "concat", 0.1, "mean").train()

@@ -1,4 +1,4 @@
-"""Every stage script imports with the garbage collector off, and works with it on (smartmtl.stage)."""
+"""Every stage script imports with the garbage collector off, and works with it on (smartmtl.app.stage)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # In a child process, so that this test process keeps its own collector as it is.
 PROBE = """
 import gc, importlib.util, json, sys
-from smartmtl.stage import stage_context
+from smartmtl.app.stage import stage_context
 
 found = {}
 for script in sys.argv[2:]:

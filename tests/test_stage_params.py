@@ -146,7 +146,8 @@ def project(tmp_path, monkeypatch):
 
 
 def test_each_stage_reads_what_dvc_yaml_declares(project: Path, monkeypatch):
-    from smartmtl import config, stage
+    from smartmtl import config
+    from smartmtl.app import stage
 
     params = config.load_params(project / "params.yaml")
     recorder = ReadRecorder(params)

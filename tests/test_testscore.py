@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smartmtl.testscore import ScoringError, score_test
+from smartmtl.results.testscore import ScoringError, score_test
 
 FIXTURES = Path(__file__).parent / "fixtures" / "raw"
 

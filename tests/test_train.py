@@ -14,16 +14,16 @@ import torch
 from conftest import tiny_params
 from safetensors.torch import load_file
 
-from smartmtl import smart
-from smartmtl.data import load_split
+from smartmtl.data.prepared import load_split
 from smartmtl.evaluate import task_metric
-from smartmtl.features import load_features
-from smartmtl.hardware import resolve_compute
-from smartmtl.heads import build_model
 from smartmtl.layout import Layout
-from smartmtl.runner import run
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import build_model
 from smartmtl.tasks import task_loss
-from smartmtl.train import StepTerms, TrainingLog, fingerprint, smart_settings, task_objective, train
+from smartmtl.train import smart
+from smartmtl.train.hardware import resolve_compute
+from smartmtl.train.loop import StepTerms, TrainingLog, fingerprint, smart_settings, task_objective, train
+from smartmtl.train.runner import run
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
 TASKS = ("sst", "qqp", "sts")
@@ -288,7 +288,7 @@ def test_resume_dir_from_other_parameters_is_ignored(uninterrupted, features, pr
     shutil.copytree(full_dir, directory)  # a 2-epoch run's checkpoint, written with lr 1e-5
     other = _resume_params(prepared_dir, lr=2e-5)
     epochs = Epochs()
-    with caplog.at_level(logging.INFO, logger="smartmtl.train"):
+    with caplog.at_level(logging.INFO, logger="smartmtl.train.loop"):
         model = _train(RESUME_CASES["smart_bregman"], other, features, resume_dir=directory, stop_after_epochs=1,
                        log=epochs)
     assert "written with other parameters" in caplog.text

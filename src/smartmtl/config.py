@@ -93,7 +93,7 @@ class TrainParams(_Strict):
     # a head few steps to move from its random start at the encoder's small step.
     head_lr: float = Field(1e-5, gt=0)
     # How a task head starts: "random" (the paper) or "probe", the linear model fitted on the
-    # frozen encoder's features when the task's training begins (smartmtl.probe, LP-FT).
+    # frozen encoder's features when the task's training begins (smartmtl.train.probe, LP-FT).
     head_init: Literal["random", "probe"] = "random"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-6, gt=0)
@@ -113,9 +113,9 @@ class TrainParams(_Strict):
     # Optimizer steps in which the learning rate rises linearly from 0 (fraction of all).
     warmup: float = Field(0.0, ge=0, lt=1)
     # After the warm-up: "constant" (the paper names no schedule), or a "linear" or "cosine"
-    # decay to 0 (transformers' schedulers, smartmtl.schedules).
+    # decay to 0 (transformers' schedulers, smartmtl.train.schedules).
     decay: Literal["constant", "linear", "cosine"] = "constant"
-    # "auto": bf16 where the hardware computes in it, else fp32 (smartmtl.hardware).
+    # "auto": bf16 where the hardware computes in it, else fp32 (smartmtl.train.hardware).
     precision: Precision = "auto"
     # The QQP pretraining's seed; every fine-tuning run takes its own from sweep.seeds.
     seed: int = 0
@@ -125,7 +125,7 @@ class TrainParams(_Strict):
 
 
 class SmartParams(_Strict):
-    """SMART (smartmtl.smart): the adversarial term's weight and perturbation, the Bregman teacher."""
+    """SMART (smartmtl.train.smart): the adversarial term's weight and perturbation, the Bregman teacher."""
 
     lambda_s: float = Field(1.0, ge=0)
     # Weight of the Bregman proximal term; 0 trains without the teacher.
@@ -240,7 +240,7 @@ Metric = Literal["sst", "qqp", "sts", "overall"]
 
 
 class ClaimsParams(_Strict):
-    """Table 5: how the paper's claims are tested over seeds (smartmtl.claims)."""
+    """Table 5: how the paper's claims are tested over seeds (smartmtl.results.claims)."""
 
     # Each claim's one primary metric, named before the runs; the others are shown without
     # a verdict. Keys are the claims of smartmtl.claims.paper_claims.

@@ -1,7 +1,7 @@
 """Scoring, in one place: every stage that scores predictions calls these; which metric each
 task takes (accuracy, Pearson) is the task table's (:mod:`smartmtl.tasks`).
 
-Running a model to get predictions is :mod:`smartmtl.inference`'s: this module imports no torch,
+Running a model to get predictions is :mod:`smartmtl.model.inference`'s: this module imports no torch,
 so the stages that score saved predictions (ensemble, analyze) never load the model's code."""
 
 from __future__ import annotations

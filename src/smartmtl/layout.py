@@ -2,7 +2,7 @@
 after training write. dvc.yaml declares the same paths.
 
 A module of its own, importing only the parameters, so that the prepare stage can use it
-without depending on the runs the sweep defines (:mod:`smartmtl.outputs`).
+without depending on the runs the sweep defines (:mod:`smartmtl.results.outputs`).
 """
 
 from __future__ import annotations

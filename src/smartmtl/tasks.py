@@ -64,7 +64,7 @@ def unit_squared_error(unit_score: Tensor, labels: Tensor, score_range: tuple[fl
 
 
 # ---------------------------------------------------------------------------- divergences
-# SMART's l_s (smartmtl.smart): how far apart two outputs of the same model are.
+# SMART's l_s (smartmtl.train.smart): how far apart two outputs of the same model are.
 def _per_example_mean(values: Tensor) -> Tensor:
     """Sum over all but the batch dimension, then mean over the batch."""
     if values.dim() == 0:

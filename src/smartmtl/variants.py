@@ -146,7 +146,7 @@ def sst_lambda_spec(params: Params, lambda_s: float, seed: int) -> RunSpec:
 def planned_runs(params: Params) -> list[RunSpec]:
     """Every fine-tuning run the parameters define, in dvc.yaml's order. The stages that read
     results (ensemble, analysis, report) look runs up by these names, so the files of runs an
-    earlier params.yaml defined are never read as results (:mod:`smartmtl.outputs` moves them aside)."""
+    earlier params.yaml defined are never read as results (:mod:`smartmtl.results.outputs` moves them aside)."""
     sweep = params.sweep
     return [
         *(table2_spec(params, row, seed) for row in params.table2_rows() for seed in params.row_seeds(row)),

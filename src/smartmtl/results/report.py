@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from smartmtl import presets
-from smartmtl.claims import METRICS, runs_by_row, spread, table5
 from smartmtl.config import Params, parse_params
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.layout import CURVES_PNG, FIG3_PNG, FIG4_CONFUSION_PNG, FIG4_SCATTER_PNG, TABLE1, Layout
-from smartmtl.outputs import load_model_metrics
+from smartmtl.results.claims import METRICS, runs_by_row, spread, table5
+from smartmtl.results.outputs import load_model_metrics
 from smartmtl.tasks import TASKS
 from smartmtl.variants import grid_row, smart_pretrain_row
 

@@ -10,8 +10,8 @@ per task) and PCGrad combines them.
 After each epoch but the last the loop scores a part of the dev set for the learning curves,
 logs, and saves a resume checkpoint, so an interrupted run started again continues from its
 last finished epoch and ends the same. The last epoch's model is scored by the caller, the
-runner (:mod:`smartmtl.runner`), which owns the run: its device, its outputs, its log.
-Under torchrun each process trains its slice of every batch (:mod:`smartmtl.distributed`);
+runner (:mod:`smartmtl.train.runner`), which owns the run: its device, its outputs, its log.
+Under torchrun each process trains its slice of every batch (:mod:`smartmtl.train.distributed`);
 the caller runs :func:`train` inside :func:`smartmtl.distributed.process_group`.
 """
 
@@ -31,16 +31,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from smartmtl import distributed, pcgrad, probe, smart
 from smartmtl.config import Params
-from smartmtl.data import PROBE_SPLIT
-from smartmtl.features import TaskFeatures
-from smartmtl.hardware import Compute
-from smartmtl.heads import MultitaskModel, build_model, save_model
-from smartmtl.inference import evaluate
-from smartmtl.progress import Progress
-from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
+from smartmtl.data.prepared import PROBE_SPLIT
+from smartmtl.model.features import TaskFeatures
+from smartmtl.model.heads import MultitaskModel, build_model, save_model
+from smartmtl.model.inference import evaluate
 from smartmtl.tasks import TASKS, task_loss
+from smartmtl.train import distributed, pcgrad, probe, smart
+from smartmtl.train.hardware import Compute
+from smartmtl.train.progress import Progress
+from smartmtl.train.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.variants import RunSpec
 
 logger = logging.getLogger(__name__)

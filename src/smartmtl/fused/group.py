@@ -51,17 +51,17 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from transformers import AttentionInterface
 
-from smartmtl import distributed, pcgrad, probe, smart
 from smartmtl.config import Params
-from smartmtl.data import PROBE_SPLIT
-from smartmtl.features import TaskFeatures, load_features
-from smartmtl.hardware import Compute, resolve_compute
-from smartmtl.heads import MultitaskModel, build_model
-from smartmtl.inference import evaluate
+from smartmtl.data.prepared import PROBE_SPLIT
 from smartmtl.layout import Layout
-from smartmtl.schedules import build_plan, learning_rate_schedule, tasks_of
+from smartmtl.model.features import TaskFeatures, load_features
+from smartmtl.model.heads import MultitaskModel, build_model
+from smartmtl.model.inference import evaluate
 from smartmtl.tasks import TASKS, task_loss
-from smartmtl.train import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, pretrained_heads, smart_settings
+from smartmtl.train import distributed, pcgrad, probe, smart
+from smartmtl.train.hardware import Compute, resolve_compute
+from smartmtl.train.loop import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, pretrained_heads, smart_settings
+from smartmtl.train.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.variants import (
     TABLE2_CELL,
     RunSpec,
@@ -286,7 +286,7 @@ class Group:
 
 
 def group_objective(group: Group, task: str, members: list[int], batches) -> Tensor:
-    """The sum over ``members`` of each one's task_objective (smartmtl.train) on its own batch."""
+    """The sum over ``members`` of each one's task_objective (smartmtl.train.loop) on its own batch."""
     segments, labels, lengths = stack_batches(batches)
     index = None if members == list(range(group.stacked.members)) else torch.tensor(members, device=group.device)
     params = group.stacked.parameters(members=index)
@@ -538,7 +538,7 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
 @torch.no_grad()
 def probe_heads(group: Group, task: str, features: TaskFeatures, rows: Sequence[np.ndarray], batch_size: int,
                 compute: Compute, extra: TaskFeatures | None = None) -> None:
-    """Each member's ``task`` head as train.train fits it (smartmtl.probe), on its own rows and
+    """Each member's ``task`` head as train.train fits it (smartmtl.train.probe), on its own rows and
     ``extra``, in the stack and in the teacher, which reads the student's heads."""
     owners = [group.stacked.holder] + ([group.teacher.model] if group.teacher is not None else [])
     for index, member_rows in enumerate(rows):
@@ -555,7 +555,7 @@ def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -
     ``train_seconds`` is its share of the group's, and ``group`` its size."""
     # Imported here: the runner writes DVCLive folders, and training a group (the GPU bench,
     # train_group) needs neither it nor dvclive.
-    from smartmtl.runner import LiveLog, pretrained_init, score_and_save
+    from smartmtl.train.runner import LiveLog, pretrained_init, score_and_save
 
     features = load_features(params, tasks_of(specs[0].schedule), specs[0].head)
     init = pretrained_init(specs[0], layout)
@@ -574,7 +574,7 @@ def run_named_group(params: Params, name: str, seeds: Sequence[int] | None = Non
     group also writes what the table2-cell stage writes for the runs the grid trains
     (smartmtl.outputs.write_untrained), so that the groups of :func:`group_names` write every
     fine-tuning stage's outputs and ``dvc commit`` can record them all."""
-    from smartmtl.outputs import write_untrained
+    from smartmtl.results.outputs import write_untrained
 
     specs = named_group(params, name, seeds)
     records = run_group(specs, params, layout)

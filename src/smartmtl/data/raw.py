@@ -2,7 +2,7 @@
 
 :func:`read_raw` reads one tab-separated file (see ``data/raw/README.md``) and returns its valid
 rows in the prepared schema, ``id, sentence | sentence1, sentence2 [, label]``, with a
-:class:`FileReport` of what it dropped and why; :mod:`smartmtl.data` cleans and writes them.
+:class:`FileReport` of what it dropped and why; :mod:`smartmtl.data.prepare` cleans and writes them.
 
 * A row that fails validation is dropped and counted under one reason, the first that
   applies in this order: ``wrong_field_count`` (the record has more or fewer fields than

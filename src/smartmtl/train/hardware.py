@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from smartmtl import distributed
+from smartmtl.train import distributed
 
 log = logging.getLogger(__name__)
 

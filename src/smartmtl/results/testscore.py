@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from smartmtl.data.raw import RAW_FILES, RAW_LABEL_COLUMN, is_labelled, read_raw
 from smartmtl.errors import UserError
 from smartmtl.evaluate import scores, task_metric
 from smartmtl.io import read_predictions
-from smartmtl.rawdata import RAW_FILES, RAW_LABEL_COLUMN, is_labelled, read_raw
 from smartmtl.tasks import TASKS
 
 

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from smartmtl.backbone import load_tokenizer
 from smartmtl.config import Params, parse_params
 from smartmtl.errors import UserError
-from smartmtl.features import tokenize
-from smartmtl.heads import build_model
 from smartmtl.io import read_json
-from smartmtl.outputs import ENSEMBLE_NAME
-from smartmtl.schedules import tasks_of
+from smartmtl.model.backbone import load_tokenizer
+from smartmtl.model.features import tokenize
+from smartmtl.model.heads import build_model
+from smartmtl.results.outputs import ENSEMBLE_NAME
 from smartmtl.tasks import TASKS, combine
+from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import saved_spec
 
 

@@ -20,14 +20,14 @@ import math
 
 import torch
 
-from smartmtl import smart
 from smartmtl.config import Params
-from smartmtl.features import load_features
-from smartmtl.hardware import autocast_for, pick_device
-from smartmtl.heads import build_model
-from smartmtl.schedules import batch_stream
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import build_model
 from smartmtl.tasks import TASKS, task_loss
-from smartmtl.train import StepTerms, smart_settings, task_objective
+from smartmtl.train import smart
+from smartmtl.train.hardware import autocast_for, pick_device
+from smartmtl.train.loop import StepTerms, smart_settings, task_objective
+from smartmtl.train.schedules import batch_stream
 from smartmtl.variants import grid_spec
 
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from smartmtl.backbone import load_encoder
 from smartmtl.config import Params
+from smartmtl.model.backbone import load_encoder
 from smartmtl.tasks import TASKS, Task
 from smartmtl.variants import RunSpec
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from smartmtl import presets
-from smartmtl.stage import PARAMS_OPTION, user_errors
+from smartmtl.app.stage import PARAMS_OPTION, user_errors
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def smart_check(params: Path = PARAMS_OPTION,
                 batch_size: int = typer.Option(16, help="Rows per batch.")) -> None:
     """Show on real batches that SMART's perturbation, not dropout, makes its term (needs `dvc repro prepare`)."""
     from smartmtl.config import load_params
-    from smartmtl.smartcheck import check, format_report
+    from smartmtl.train.smartcheck import check, format_report
 
     with user_errors("smart-check"):
         settings = load_params(params)
@@ -43,7 +43,7 @@ def score_test(labelled: Path = typer.Argument(..., help="A folder laid out as d
                predictions: Path = typer.Option(Path("predictions"), help="The folder of every run's predictions."),
                output: Path = typer.Option(Path("metrics/test_scores.csv"), help="Where to write the scores.")) -> None:
     """Score every run's and the ensemble's test predictions against labelled test files."""
-    from smartmtl.testscore import score_test as score
+    from smartmtl.results.testscore import score_test as score
 
     with user_errors("score-test"):
         frame = score(labelled, predictions)
@@ -65,7 +65,7 @@ def train_group(row: str = typer.Argument("", help="A Table 2 row (a key of `var
     fused model, on a GPU, writing each run's outputs as its finetune stage would (docs/fused.md);
     `dvc commit` then records them."""
     from smartmtl.config import load_params
-    from smartmtl.fused import run_group, run_named_group
+    from smartmtl.fused.group import run_group, run_named_group
     from smartmtl.variants import grid_spec
 
     with user_errors("train-group"):
@@ -88,7 +88,7 @@ def groups(params: Path = PARAMS_OPTION) -> None:
     """The names of the fused groups that train every run of params.yaml once, one a line
     (for `smartmtl train-group`; `make groups` trains them side by side on one GPU)."""
     from smartmtl.config import load_params
-    from smartmtl.fused import group_names
+    from smartmtl.fused.group import group_names
 
     with user_errors("groups"):
         typer.echo("\n".join(group_names(load_params(params))))
@@ -98,7 +98,7 @@ def groups(params: Path = PARAMS_OPTION) -> None:
 def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
             model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:
     """Sentiment of each sentence; for a pair also paraphrase probability and similarity (0-5)."""
-    from smartmtl.predict import predict_text
+    from smartmtl.app.predict import predict_text
     from smartmtl.tasks import TASKS
 
     with user_errors("predict"):

@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from smartmtl.backbone import load_tokenizer
 from smartmtl.config import SPLITS, Params
-from smartmtl.data import PROBE_SPLIT, load_split, output_name
-from smartmtl.heads import Segment, segments_for
+from smartmtl.data.prepared import PROBE_SPLIT, load_split, output_name
+from smartmtl.model.backbone import load_tokenizer
+from smartmtl.model.heads import Segment, segments_for
 from smartmtl.tasks import TASKS
 
 BUCKET_BATCHES = 50  # batches sorted together by length: enough to cut padding, still random

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from smartmtl.features import bucketed_batches
+from smartmtl.model.features import bucketed_batches
 
 Step = dict[str, np.ndarray]
 Plan = list[list[Step]]

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from smartmtl.pcgrad import assign_flat_grad, flatten_grads
+from smartmtl.train.pcgrad import assign_flat_grad, flatten_grads
 
 
 @contextlib.contextmanager

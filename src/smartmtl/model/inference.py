@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from smartmtl.evaluate import scores, task_metric
-from smartmtl.features import TaskFeatures, sorted_batches
+from smartmtl.model.features import TaskFeatures, sorted_batches
 from smartmtl.tasks import TASKS
 
 

@@ -23,16 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from dvclive import Live
-from smartmtl import distributed
 from smartmtl.config import Params
-from smartmtl.features import load_features
-from smartmtl.hardware import resolve_compute
-from smartmtl.heads import save_model
-from smartmtl.inference import evaluate
 from smartmtl.io import atomic_path, write_json, write_predictions
 from smartmtl.layout import Layout
-from smartmtl.schedules import tasks_of
-from smartmtl.train import TrainingLog, train
+from smartmtl.model.features import load_features
+from smartmtl.model.heads import save_model
+from smartmtl.model.inference import evaluate
+from smartmtl.train import distributed
+from smartmtl.train.hardware import resolve_compute
+from smartmtl.train.loop import TrainingLog, train
+from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import PRETRAIN, RunSpec
 
 log = logging.getLogger(__name__)

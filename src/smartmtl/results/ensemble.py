@@ -22,14 +22,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from smartmtl.claims import runs_by_row, spread
 from smartmtl.config import Params
-from smartmtl.data import read_prepared
+from smartmtl.data.prepared import read_prepared
 from smartmtl.errors import UserError
 from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import read_predictions, write_json, write_predictions
 from smartmtl.layout import Layout
-from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics
+from smartmtl.results.claims import runs_by_row, spread
+from smartmtl.results.outputs import ENSEMBLE_NAME, load_model_metrics
 from smartmtl.tasks import TASKS, combine
 
 PREDICTION_SPLITS = ("dev", "test")

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
 from smartmtl.config import Params  # noqa: E402
-from smartmtl.data import read_prepared  # noqa: E402
+from smartmtl.data.prepared import read_prepared  # noqa: E402
 from smartmtl.errors import UserError  # noqa: E402
 from smartmtl.evaluate import task_metric  # noqa: E402
 from smartmtl.io import atomic_path, read_predictions, write_json  # noqa: E402
@@ -40,7 +40,7 @@ from smartmtl.layout import (  # noqa: E402
     FIG4_SCATTER_PNG,
     Layout,
 )
-from smartmtl.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
+from smartmtl.results.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
 from smartmtl.tasks import TASKS  # noqa: E402
 
 SST_CLASSES = TASKS["sst"].classes  # the confusion matrix's rows and columns

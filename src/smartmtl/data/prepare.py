@@ -1,8 +1,8 @@
 """Data preparation for the three tasks (the paper's Table 1), and reading its results.
 
-``prepare`` reads the nine raw tab-separated files with :mod:`smartmtl.rawdata`, which
+``prepare`` reads the nine raw tab-separated files with :mod:`smartmtl.data.raw`, which
 validates every row, then removes duplicates and train/eval leakage, optionally subsamples
-the splits, and writes one parquet file per task and split; ``load_split`` reads one back:
+the splits, and writes one parquet file per task and split (:mod:`smartmtl.data.prepared` reads them):
 
     {task}-{split}.parquet   columns: id, sentence | sentence1, sentence2 [, label]
     {task}-probe.parquet     where ``probe_limit`` asks for more rows than ``train_limit`` keeps
@@ -11,7 +11,7 @@ the splits, and writes one parquet file per task and split; ``load_split`` reads
 when the split is labelled (the distributed test files are not).
 
 Policies (each one counted in :meth:`PrepareResult.metrics`, never applied silently; the
-rules for rejecting a raw row are in :mod:`smartmtl.rawdata`):
+rules for rejecting a raw row are in :mod:`smartmtl.data.raw`):
 
 * Exact duplicates (same text(s), same label; a pair and its swap are the same pair) are
   removed from train and dev, keeping the first occurrence. Exact duplicates in a test
@@ -25,7 +25,7 @@ rules for rejecting a raw row are in :mod:`smartmtl.rawdata`):
   split no longer has a prediction for every test id).
 * ``probe_limit`` draws, the same way, further rows from the cleaned training rows that
   ``train_limit`` left out, up to that many training rows in all, into a ``probe`` file: rows
-  only the heads' linear probe reads (:mod:`smartmtl.probe`), never a training step.
+  only the heads' linear probe reads (:mod:`smartmtl.train.probe`), never a training step.
 
 Outputs are written into ``out_dir`` as one atomic directory replacement and are
 byte-for-byte identical for identical inputs and parameters.
@@ -45,8 +45,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smartmtl.config import SPLITS
+from smartmtl.data.prepared import PROBE_SPLIT, output_name
+from smartmtl.data.raw import LABEL, RAW_FILES, DataError, FileReport, check_raw_files, is_labelled, read_raw
 from smartmtl.io import atomic_path
-from smartmtl.rawdata import LABEL, RAW_FILES, DataError, FileReport, check_raw_files, is_labelled, read_raw
 from smartmtl.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -154,37 +155,6 @@ def label_distribution(frame: pd.DataFrame, task: str) -> dict:
         }
     counts = labels.value_counts()
     return {str(c): int(counts.get(c, 0)) for c in range(len(classes))}
-
-
-# ----------------------------------------------------------------------------- public API
-
-
-# Not a split of the raw data: training rows outside ``train`` that only the heads' probe reads.
-PROBE_SPLIT = "probe"
-
-
-def output_name(task: str, split: str) -> str:
-    return f"{task}-{split}.parquet"
-
-
-def load_split(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame:
-    """Read one prepared split; ``label`` is present only when the split is labelled."""
-    if task not in TASKS or split not in (*SPLITS, PROBE_SPLIT):
-        raise ValueError(f"unknown task/split {task!r}/{split!r}; tasks: {tuple(TASKS)}, "
-                         f"splits: {(*SPLITS, PROBE_SPLIT)}")
-    path = Path(prepared_dir) / output_name(task, split)
-    if not path.exists():
-        raise DataError(f"{path}: prepared split not found (run the prepare stage first)")
-    return pq.read_table(path).to_pandas()
-
-
-def read_prepared(prepared_dir: str | Path, task: str, split: str) -> pd.DataFrame | None:
-    """The prepared split with ``id`` as strings, or None when the file does not exist."""
-    if not (Path(prepared_dir) / output_name(task, split)).exists():
-        return None
-    frame = load_split(prepared_dir, task, split)
-    frame["id"] = frame["id"].astype(str)
-    return frame
 
 
 def prepare(

@@ -30,9 +30,9 @@ import torch
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from threadpoolctl import threadpool_limits
 
-from smartmtl.features import TaskFeatures, sorted_batches
-from smartmtl.schedules import Plan
+from smartmtl.model.features import TaskFeatures, sorted_batches
 from smartmtl.tasks import TASKS, to_unit
+from smartmtl.train.schedules import Plan
 
 logger = logging.getLogger(__name__)
 
