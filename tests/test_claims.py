@@ -14,6 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from smartmtl.config import ClaimsParams
 from smartmtl.results import paper
 from smartmtl.results.claims import Claim, Comparison, compare, paper_claims, table5, verdict
+from smartmtl.results.outputs import RunRecord
 
 
 def test_compare_gives_the_paired_t_test_its_interval_and_tost_by_hand():
@@ -64,13 +65,14 @@ def test_the_papers_effects_come_from_its_table_2():
         paper.table2_scores("Concat+Nothing")
 
 
-def _records(rows: dict[str, list[float]]) -> dict[str, dict]:
-    """Metrics records of runs: each row's overall/sst/qqp/sts dev score per seed."""
+def _records(rows: dict[str, list[float]]) -> dict[str, RunRecord]:
+    """Records of runs: each row's overall/sst/qqp/sts dev score per seed."""
     records = {}
     for row, values in rows.items():
         for seed, value in enumerate(values):
-            scores = {metric: value for metric in ("sst", "qqp", "sts", "overall")}
-            records[f"{row}-s{seed}"] = {"row": row, "config": {"seed": seed}, "dev": scores}
+            scores = {metric: float(value) for metric in ("sst", "qqp", "sts", "overall")}
+            records[f"{row}-s{seed}"] = RunRecord(name=f"{row}-s{seed}", row=row, kind="table2", label=row, seed=seed,
+                                                  lambda_s=1.0, dropout=0.1, dev=scores)
     return records
 
 

@@ -25,18 +25,19 @@ import pandas as pd
 
 from smartmtl.config import Params
 from smartmtl.results import paper
+from smartmtl.results.outputs import RunRecord, Scores
 from smartmtl.variants import smart_pretrain_row, sst_lambda_row
 
 METRICS = ("sst", "qqp", "sts", "overall")
 
 
-def runs_by_row(metrics: dict[str, dict], split: str = "dev") -> dict[str, dict[int, dict[str, float]]]:
-    """{row: {seed: scores}} for every run with scores on ``split``; rows are named as
-    :mod:`smartmtl.variants` names them (``concat_smart``, ``grid-d0.1-l1.0``, ``sst-l5.0``)."""
-    rows: dict[str, dict[int, dict[str, float]]] = {}
+def runs_by_row(metrics: dict[str, RunRecord], split: str = "dev") -> dict[str, dict[int, Scores]]:
+    """{row: {seed: scores}} for every run with scores on ``split`` (dev, test or dev_start); rows
+    are named as :mod:`smartmtl.variants` names them (``concat_smart``, ``grid-d0.1-l1.0``, ``sst-l5.0``)."""
+    rows: dict[str, dict[int, Scores]] = {}
     for record in metrics.values():
-        if scores := record.get(split):
-            rows.setdefault(record["row"], {})[int(record["config"]["seed"])] = scores
+        if scores := record.scores(split):
+            rows.setdefault(record.row, {})[record.seed] = scores
     return rows
 
 
@@ -188,7 +189,7 @@ COLUMNS = ["Claim", "Metric", "Primary", "n", "Difference", "95% low", "95% high
            "Verdict"]
 
 
-def table5(params: Params, metrics: dict[str, dict], ensemble: dict | None = None) -> pd.DataFrame:
+def table5(params: Params, metrics: dict[str, RunRecord], ensemble: dict | None = None) -> pd.DataFrame:
     """One row per claim and metric. Each claim's primary metric (params.yaml's claims.primary)
     gets a verdict from Holm-adjusted p-values over every primary test: each claim's difference
     from zero, a claim of an effect's "smaller than the paper's" where the paper gives a number,

@@ -16,7 +16,7 @@ from smartmtl.config import Params, parse_params
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.layout import CURVES_PNG, FIG3_PNG, FIG4_CONFUSION_PNG, FIG4_SCATTER_PNG, TABLE1, Layout
 from smartmtl.results.claims import METRICS, runs_by_row, spread, table5
-from smartmtl.results.outputs import load_model_metrics
+from smartmtl.results.outputs import RunRecord, load_model_metrics
 from smartmtl.results.paper import PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 from smartmtl.tasks import TASKS
 from smartmtl.variants import grid_row, smart_pretrain_row
@@ -130,7 +130,7 @@ def _over_seeds(by_seed: dict[int, dict[str, float]], paper: dict[str, float] | 
     return row
 
 
-def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+def table2(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     rows_by_key, rows, notes = runs_by_row(metrics), [], []
     defined = params.table2_rows()
     for paper in PAPER_TABLE2:
@@ -163,7 +163,7 @@ def _seeds_note(params: Params) -> str:
             "one run. A difference smaller than the sd is not a result: Table 5 pairs the runs seed by seed.")
 
 
-def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+def table3(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     rows_by_key, rows, notes, missing = runs_by_row(metrics), [], [], []
     for lambda_s in sorted(params.sweep.lambda_s):
         for dropout in sorted(params.sweep.dropout):
@@ -280,7 +280,7 @@ def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
 # ------------------------------------------------------------------ start and end
 
 
-def start_and_end(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+def start_and_end(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     """Per Table 2 row and task: the mean dev score before the first optimizer step (the run's
     ``dev_start``), the mean final dev score, and the mean change (end - start) over the runs
     that have both, so that a reader sees where training moved each score. Runs written
@@ -381,11 +381,11 @@ def _findings(analysis: dict | None) -> list[str]:
     return lines
 
 
-def _runtimes(metrics: dict[str, dict]) -> pd.DataFrame:
+def _runtimes(metrics: dict[str, RunRecord]) -> pd.DataFrame:
     rows = [
-        {"Model": name, "Kind": record.get("kind", ""), "Train seconds": float(record["train_seconds"])}
+        {"Model": name, "Kind": record.kind, "Train seconds": record.train_seconds}
         for name, record in sorted(metrics.items())
-        if record.get("train_seconds") is not None
+        if record.train_seconds is not None
     ]
     return pd.DataFrame(rows, columns=["Model", "Kind", "Train seconds"])
 
