@@ -247,9 +247,9 @@ def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
     from matplotlib.lines import Line2D
 
     shown = frame[frame["n"] >= 1].iloc[::-1]
-    figure, axis = plt.subplots(figsize=(11, 0.34 * len(shown) + 2.4), layout="constrained")
-    labels = [f"{claim[:70]}{'...' if len(claim) > 70 else ''} [{metric}]" for claim, metric in
-              zip(shown["Claim"], shown["Metric"], strict=True)]
+    figure, axis = plt.subplots(figsize=(12, 0.45 * len(shown) + 2.4), layout="constrained")
+    labels = ["\n".join(textwrap.wrap(f"{claim} [{metric}]", 80, max_lines=2, placeholder=f"... [{metric}]"))
+              for claim, metric in zip(shown["Claim"], shown["Metric"], strict=True)]
     y = np.arange(len(shown))
     for row, (_, claim) in zip(y, shown.iterrows(), strict=True):
         colour = _verdict_colour(str(claim["Verdict"]))
@@ -260,7 +260,7 @@ def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
             axis.plot([claim["Paper's effect"]], [row], "D", markerfacecolor="none", markeredgecolor="black",
                       markersize=8, zorder=1)
     axis.axvline(0, color="black", linewidth=0.8)
-    axis.set_yticks(y, labels, fontsize=8)
+    axis.set_yticks(y, labels, fontsize=7.5)
     axis.set_xlabel("\n".join(textwrap.wrap(
         "paired difference on dev (first row - second row), mean and 95 % interval over seeds", 70)))
     axis.set_title("\n".join([
