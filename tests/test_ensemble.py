@@ -13,8 +13,9 @@ from smartmtl.config import parse_params
 from smartmtl.evaluate import overall_score
 from smartmtl.layout import Layout
 from smartmtl.results.ensemble import EnsembleError, build_ensemble, select_members
-from smartmtl.results.outputs import load_model_metrics, move_stale, write_untrained
+from smartmtl.results.outputs import load_model_metrics, move_stale, run_record, write_untrained
 from smartmtl.tasks import combine, vote
+from smartmtl.variants import planned_runs
 
 SST_GOLD = [0, 1, 2, 3, 4, 0]
 QQP_GOLD = [0, 1, 1, 0]
@@ -101,8 +102,24 @@ def test_auto_selects_best_grid_models_by_dev_overall_ties_by_name(tmp_path):
     write_model(tmp_path, GRID_D, 0.60, sst, qqp, sts)
     write_model(tmp_path, CONCAT, 0.99, sst, qqp, sts)  # a Table 2 row, not a grid cell
     metrics = load_model_metrics(params(), Layout(tmp_path))
-    assert metrics[CONCAT]["kind"] == "table2" and metrics[GRID_A]["config"]["dropout"] == 0.1
+    assert metrics[CONCAT].kind == "table2" and metrics[GRID_A].dropout == 0.1
     assert select_members(params(size=3), metrics, Layout(tmp_path)) == [GRID_A, GRID_B, GRID_C]
+
+
+def test_a_runs_record_joins_its_spec_and_its_scores_and_leaves_missing_splits_empty(tmp_path):
+    spec = next(spec for spec in planned_runs(params()) if spec.name == GRID_C)
+    start = {"sst": 0.2, "qqp": 0.5, "sts": 0.1, "overall": 0.4}
+    record = run_record(spec, {"dev": {"overall": 0.7}, "dev_start": start, "train_seconds": 3,
+                               "surgery": {"conflict_share": 0.5, "mean_cosine": 0.01}})
+    assert (record.name, record.row, record.kind, record.seed) == (GRID_C, "grid-d0.3-l1.0", "grid", 0)
+    assert (record.dropout, record.lambda_s, record.train_seconds) == (0.3, 1.0, 3.0)
+    assert record.scores("dev_start") == start and record.surgery["conflict_share"] == 0.5
+    # An older run: no start, no test, no surgery; a stand-in that trained nothing: no scores at all.
+    older = run_record(spec, {"dev": {"overall": 0.7}})
+    assert older.dev_start == {} and older.test == {} and older.surgery == {} and older.train_seconds is None
+    assert run_record(spec, {"same_as": GRID_A}).dev == {}
+    with pytest.raises(ValueError, match="no split 'train'"):
+        record.scores("train")
 
 
 def test_auto_ignores_grid_models_of_an_earlier_sweep(tmp_path):

@@ -15,7 +15,8 @@ from smartmtl.config import parse_params
 from smartmtl.layout import Layout
 from smartmtl.results.claims import table5
 from smartmtl.results.outputs import load_model_metrics
-from smartmtl.results.report import PAPER_TABLE2, PAPER_TABLE3, build_report, caveats, table2
+from smartmtl.results.paper import PAPER_TABLE2, PAPER_TABLE3
+from smartmtl.results.report import build_report, caveats, table2
 
 VARIANTS = {
     "baseline": {"label": "Baseline", "head": "separate", "schedule": "sequential"},
@@ -50,11 +51,12 @@ def scores(value: float) -> dict:
 
 
 def write_metrics(root: Path, row: str, kind: str, dev: dict, config: dict | None = None, seconds=10.0,
-                  seed: int = 0) -> None:
+                  seed: int = 0, start: dict | None = None) -> None:
     folder = root / "metrics" / "finetune"
     folder.mkdir(parents=True, exist_ok=True)
     # Scores only, in the run's file: what the run is comes from params.yaml (smartmtl.variants).
-    (folder / f"{row}-s{seed}.json").write_text(json.dumps({"dev": dev, "train_seconds": seconds}))
+    record = {"dev": dev, "train_seconds": seconds} | ({"dev_start": start} if start else {})
+    (folder / f"{row}-s{seed}.json").write_text(json.dumps(record))
 
 
 @pytest.fixture()
@@ -63,7 +65,9 @@ def root(tmp_path):
     rows = ["baseline", "concat", "concat_smart", "concat_smart_star", "concat_star", "concat_smart_surgery_pretrain"]
     for index, name in enumerate(rows):
         for seed in (0, 1, 2):
-            write_metrics(tmp_path, name, "table2", scores(0.1 * index + 0.01 * seed), seed=seed)
+            # Concat's runs recorded their start, 0.1 below their end; the others are older runs without one.
+            start = scores(0.1 * index + 0.01 * seed - 0.1) if name == "concat" else None
+            write_metrics(tmp_path, name, "table2", scores(0.1 * index + 0.01 * seed), seed=seed, start=start)
     # cos_sim is missing on purpose; one seed of a run no longer in sweep.seeds must be ignored.
     write_metrics(tmp_path, "concat", "table2", scores(0.9), seed=7)
     for dropout in (0.1, 0.3, 0.7):
@@ -228,6 +232,26 @@ def test_table5_pairs_runs_by_seed_and_gives_verdicts(root):
     assert pretrain["n"] == 1 and pretrain["Verdict"].startswith("not resolved (fewer than 2 seeds)")
     ensemble = frame[frame["Claim"].str.startswith("The ensemble") & (frame["Metric"] == "overall")].iloc[0]
     assert ensemble["Difference"] == pytest.approx(0.01)
+
+
+def test_start_and_end_per_row_and_task_leave_runs_without_a_start_blank(root):
+    frame = table(root, "table2_start_end").set_index("Model")
+    concat = frame.loc["Concat"]
+    assert concat["n"] == 3
+    assert concat["SST start"] == pytest.approx(0.01) and concat["SST end"] == pytest.approx(0.11)
+    assert concat["SST change"] == pytest.approx(0.1) and concat["STS change"] == pytest.approx(0.1)
+    baseline = frame.loc["Baseline"]  # older runs: no dev_start
+    assert baseline["SST end"] == pytest.approx(0.01)
+    assert math.isnan(baseline["SST start"]) and math.isnan(baseline["SST change"])
+    markdown = (root / "metrics" / "tables" / "table2_start_end.md").read_text()
+    assert "nan" not in markdown and "no dev_start" in markdown
+
+
+def test_every_table_and_the_report_say_at_this_scale(root):
+    for stem in ("table2_methods", "table2_start_end", "table3_grid", "table4_ensemble", "table5_claims"):
+        assert "at this scale" in (root / "metrics" / "tables" / f"{stem}.md").read_text().lower()
+    report = (root / "metrics" / "report.md").read_text()
+    assert "At this scale" in report and "Table 2, start and end" in report
 
 
 def test_findings_name_compressed_sts_predictions_only_when_they_are():

@@ -246,7 +246,7 @@ class ClaimsParams(_Strict):
     # a verdict. Keys are the claims of smartmtl.claims.paper_claims.
     primary: dict[str, Metric] = {
         "smart_sequential": "sst", "smart_simultaneous": "overall", "simultaneous": "overall",
-        "pretrain": "overall", "surgery": "overall", "sst_lambda": "sst",
+        "pretrain": "overall", "surgery": "overall", "sst_adversarial": "sst", "sst_lambda": "sst",
     }
     # The family-wise error rate over the primary tests (Holm's correction).
     alpha: float = Field(0.05, gt=0, lt=1)

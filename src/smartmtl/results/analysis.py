@@ -40,7 +40,7 @@ from smartmtl.layout import (  # noqa: E402
     FIG4_SCATTER_PNG,
     Layout,
 )
-from smartmtl.results.outputs import ENSEMBLE_NAME, load_model_metrics  # noqa: E402
+from smartmtl.results.outputs import ENSEMBLE_NAME, RunRecord, load_model_metrics  # noqa: E402
 from smartmtl.tasks import TASKS  # noqa: E402
 
 SST_CLASSES = TASKS["sst"].classes  # the confusion matrix's rows and columns
@@ -243,17 +243,16 @@ def read_dvclive(live_dir: Path, metric: str) -> pd.DataFrame | None:
     return frame[["step", value_column[-1]]].rename(columns={value_column[-1]: "value"})
 
 
-def lambda_curves(metrics: dict[str, dict], layout: Layout) -> pd.DataFrame:
+def lambda_curves(metrics: dict[str, RunRecord], layout: Layout) -> pd.DataFrame:
     """Figure 3's data: epoch, lambda_s, seed, sst_dev_accuracy for every sst_lambda run."""
     rows = []
     for name, record in sorted(metrics.items()):
-        if record.get("kind") != "sst_lambda":
+        if record.kind != "sst_lambda":
             continue
         accuracy, epoch = read_dvclive(layout.live_dir(name), "dev/sst"), read_dvclive(layout.live_dir(name), "epoch")
         if accuracy is None or epoch is None:
             continue
-        config = record.get("config", {})
-        lambda_s, seed = float(config.get("lambda_s", math.nan)), int(config.get("seed", 0))
+        lambda_s, seed = record.lambda_s, record.seed
         joined = accuracy.merge(epoch, on="step", suffixes=("", "_epoch"))
         for value, epoch_number in zip(joined["value"], joined["value_epoch"]):
             rows.append({"epoch": int(epoch_number), "lambda_s": lambda_s, "seed": seed,
@@ -269,14 +268,14 @@ def lambda_series(curves: pd.DataFrame) -> pd.DataFrame:
     return means[["series", "epoch", "sst_dev_accuracy"]]
 
 
-def row_curves(metrics: dict[str, dict], layout: Layout, metric: str) -> pd.DataFrame:
+def row_curves(metrics: dict[str, RunRecord], layout: Layout, metric: str) -> pd.DataFrame:
     """One DVCLive metric for every run, averaged over each row's seeds at each step:
     columns series (the row), step, value."""
     frames = []
     for name, record in sorted(metrics.items()):
         curve = read_dvclive(layout.live_dir(name), metric)
         if curve is not None:
-            frames.append(curve.assign(series=record.get("row", name)))
+            frames.append(curve.assign(series=record.row))
     if not frames:
         return pd.DataFrame(columns=["series", "step", "value"])
     joined = pd.concat(frames, ignore_index=True)

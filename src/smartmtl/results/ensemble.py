@@ -29,7 +29,7 @@ from smartmtl.evaluate import overall_score, task_metric
 from smartmtl.io import read_predictions, write_json, write_predictions
 from smartmtl.layout import Layout
 from smartmtl.results.claims import runs_by_row, spread
-from smartmtl.results.outputs import ENSEMBLE_NAME, load_model_metrics
+from smartmtl.results.outputs import ENSEMBLE_NAME, RunRecord, load_model_metrics
 from smartmtl.tasks import TASKS, combine
 
 PREDICTION_SPLITS = ("dev", "test")
@@ -42,20 +42,20 @@ class EnsembleError(UserError, RuntimeError):
 # -------------------------------------------------------------------------- members
 
 
-def _dev_overall(record: dict) -> float:
-    value = record.get("dev", {}).get("overall", math.nan)
+def _dev_overall(record: RunRecord) -> float:
+    value = record.dev.get("overall")
     return float(value) if value is not None else math.nan
 
 
 # -------------------------------------------------------------------------- members
 
 
-def select_members(params: Params, metrics: dict[str, dict], layout: Layout) -> list[str]:
+def select_members(params: Params, metrics: dict[str, RunRecord], layout: Layout) -> list[str]:
     """The member names, best first; raises if a member has no metrics or predictions."""
     setting = params.ensemble.members
     existing = ", ".join(sorted(metrics)) or "(none)"
     if setting == "auto":
-        grid = [(name, _dev_overall(record)) for name, record in metrics.items() if record.get("kind") == "grid"]
+        grid = [(name, _dev_overall(record)) for name, record in metrics.items() if record.kind == "grid"]
         grid = [(name, score) for name, score in grid if not math.isnan(score)]
         if not grid:
             raise EnsembleError(
@@ -193,14 +193,14 @@ def build_ensemble(params: Params, layout: Layout = Layout()) -> dict:
                               layout.predictions_file(ENSEMBLE_NAME, task, split))
         if scored is not None:
             result[split] = scored
-    result["members_dev"] = {name: metrics[name].get("dev", {}) for name in members}
+    result["members_dev"] = {name: dict(metrics[name].dev) for name in members}
     result["gain"] = gains(result["dev"], list(result["members_dev"].values()))
     write_json(result, layout.ensemble_metrics)
     write_json(headline(result, metrics), layout.summary)
     return result
 
 
-def headline(result: dict, metrics: dict[str, dict]) -> dict:
+def headline(result: dict, metrics: dict[str, RunRecord]) -> dict:
     """The pipeline's headline for `dvc metrics show` and `dvc exp show` (which sort columns by
     name): the ensemble's dev scores, then each row's dev overall (dev SST accuracy for the
     SST-only rows of Figure 3) averaged over its seeds, then the ensemble's test scores

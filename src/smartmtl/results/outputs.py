@@ -13,26 +13,64 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from smartmtl.config import Params
 from smartmtl.io import read_json, write_json
 from smartmtl.layout import Layout
-from smartmtl.variants import PRETRAIN, TABLE2_CELL, planned_runs, run_name
+from smartmtl.variants import PRETRAIN, TABLE2_CELL, RunSpec, planned_runs, run_name
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE_NAME = "ensemble"
 
 
-def load_model_metrics(params: Params, layout: Layout = Layout()) -> dict[str, dict]:
-    """The scores of every run ``params`` defines that has a metrics file, keyed by run name,
-    each with its description (``row``, ``kind``, ``label``, ``config``) from its RunSpec."""
-    found: dict[str, dict] = {}
+Scores = Mapping[str, float]  # a split's scores by metric: sst, qqp, sts, overall
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as the results stages read it: what it is (from its RunSpec, so from params.yaml)
+    and what it scored (from its metrics file). A split it was not scored on is empty."""
+
+    name: str
+    row: str  # the configuration this run repeats with its seed (smartmtl.variants)
+    kind: str  # table2 | grid | sst_lambda
+    label: str
+    seed: int
+    lambda_s: float
+    dropout: float
+    dev: Scores = field(default_factory=dict)  # its final dev scores (last epoch)
+    test: Scores = field(default_factory=dict)
+    dev_start: Scores = field(default_factory=dict)  # before its first optimizer step; empty in older runs
+    train_seconds: float | None = None
+    surgery: Mapping[str, float] = field(default_factory=dict)  # gradient surgery's statistics, if it ran
+
+    def scores(self, split: str) -> Scores:
+        """The scores of ``split``: "dev", "test" or "dev_start"."""
+        if split not in ("dev", "test", "dev_start"):
+            raise ValueError(f"no split {split!r} in a run's record: dev, test or dev_start")
+        return getattr(self, split)
+
+
+def run_record(spec: RunSpec, scored: dict) -> RunRecord:
+    """The record of run ``spec`` from the contents of its metrics file (a run that trained
+    nothing, such as a table2-cell stand-in, wrote no scores)."""
+    seconds = scored.get("train_seconds")
+    return RunRecord(name=spec.name, row=spec.row, kind=spec.kind, label=spec.label, seed=spec.seed,
+                     lambda_s=spec.lambda_s, dropout=spec.dropout, dev=scored.get("dev") or {},
+                     test=scored.get("test") or {}, dev_start=scored.get("dev_start") or {},
+                     train_seconds=None if seconds is None else float(seconds), surgery=scored.get("surgery") or {})
+
+
+def load_model_metrics(params: Params, layout: Layout = Layout()) -> dict[str, RunRecord]:
+    """The record of every run ``params`` defines that has a metrics file, keyed by run name."""
+    found: dict[str, RunRecord] = {}
     for spec in planned_runs(params):
         path = layout.metrics_file(spec.name)
         if path.exists():
-            found[spec.name] = {"name": spec.name, "row": spec.row, "kind": spec.kind, "label": spec.label,
-                                "config": spec.config(), **read_json(path)}
+            found[spec.name] = run_record(spec, read_json(path))
     return found
 
 

@@ -1,7 +1,5 @@
-"""Tables 2-4 beside the paper's numbers, and the one-page ``metrics/report.md``.
-
-The paper's numbers are data here (``PAPER_TABLE2``, ``PAPER_TABLE3``, ``PAPER_TABLE4``),
-copied from Tables 2-4 of the paper (dev scores; Table 4 also test).
+"""Tables 2-4 beside the paper's numbers (smartmtl.results.paper), Table 5's claims, the
+start and end of each row's training, and the one-page ``metrics/report.md``.
 """
 
 from __future__ import annotations
@@ -18,48 +16,15 @@ from smartmtl.config import Params, parse_params
 from smartmtl.io import atomic_path, read_json, write_table
 from smartmtl.layout import CURVES_PNG, FIG3_PNG, FIG4_CONFUSION_PNG, FIG4_SCATTER_PNG, TABLE1, Layout
 from smartmtl.results.claims import METRICS, runs_by_row, spread, table5
-from smartmtl.results.outputs import load_model_metrics
+from smartmtl.results.outputs import RunRecord, load_model_metrics
+from smartmtl.results.paper import PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 from smartmtl.tasks import TASKS
 from smartmtl.variants import grid_row, smart_pretrain_row
 
 COLUMN = {"sst": "SST", "qqp": "QQP", "sts": "STS", "overall": "Overall"}
 
-# Table 2. The paper's "Training Method" column has merged cells; we read them as
-# Conventional (Baseline, Cos-Sim), Sequential (Concat, Concat+SMART) and Simultaneous
-# (the rest), as Section 5.4.1 describes. ``model`` is how we find our row.
-PAPER_TABLE2 = [
-    {"Model": "Baseline", "Training Method": "Conventional", "model": "baseline", "sst": 0.506, "qqp": 0.673, "sts": 0.224, "overall": 0.597},
-    {"Model": "Cos-Sim", "Training Method": "Conventional", "model": "cos_sim", "sst": 0.507, "qqp": 0.787, "sts": 0.394, "overall": 0.664},
-    {"Model": "Concat", "Training Method": "Sequential", "model": "concat", "sst": 0.494, "qqp": 0.795, "sts": 0.833, "overall": 0.735},
-    {"Model": "Concat+SMART", "Training Method": "Sequential", "model": "concat_smart", "sst": 0.530, "qqp": 0.782, "sts": 0.771, "overall": 0.733},
-    {"Model": "Concat+SMART*", "Training Method": "Simultaneous", "model": "concat_smart_star", "sst": 0.510, "qqp": 0.883, "sts": 0.874, "overall": 0.777},
-    # Not in the paper: the control that "SMART helps in simultaneous training" needs.
-    {"Model": "Concat* (no SMART)", "Training Method": "Simultaneous", "model": "concat_star", "sst": math.nan, "qqp": math.nan, "sts": math.nan, "overall": math.nan},
-    {"Model": "Concat+SMART+Pretrain", "Training Method": "Simultaneous", "model": None, "sst": 0.530, "qqp": 0.906, "sts": 0.873, "overall": 0.791},
-    {"Model": "Concat+SMART+Surgery+Pretrain", "Training Method": "Simultaneous", "model": "concat_smart_surgery_pretrain", "sst": 0.533, "qqp": 0.904, "sts": 0.864, "overall": 0.790},
-]
-
-# Table 3: (lambda_s, dropout) -> dev scores of Concat+SMART+Pretrain.
-PAPER_TABLE3 = {
-    (1.0, 0.1): {"sst": 0.536, "qqp": 0.905, "sts": 0.884, "overall": 0.794},
-    (1.0, 0.2): {"sst": 0.546, "qqp": 0.900, "sts": 0.888, "overall": 0.797},
-    (1.0, 0.3): {"sst": 0.530, "qqp": 0.906, "sts": 0.873, "overall": 0.791},
-    (1.0, 0.4): {"sst": 0.536, "qqp": 0.900, "sts": 0.888, "overall": 0.793},
-    (1.0, 0.5): {"sst": 0.537, "qqp": 0.897, "sts": 0.884, "overall": 0.792},
-    (5.0, 0.1): {"sst": 0.544, "qqp": 0.904, "sts": 0.893, "overall": 0.798},
-    (5.0, 0.2): {"sst": 0.530, "qqp": 0.905, "sts": 0.895, "overall": 0.794},
-    (5.0, 0.3): {"sst": 0.540, "qqp": 0.902, "sts": 0.889, "overall": 0.796},
-    (5.0, 0.4): {"sst": 0.544, "qqp": 0.905, "sts": 0.889, "overall": 0.798},
-    (5.0, 0.5): {"sst": 0.530, "qqp": 0.903, "sts": 0.884, "overall": 0.792},
-}
-
-# Table 4: the ensemble, with the leaderboard ranking the paper reports.
-PAPER_TABLE4 = {
-    "Dev": {"sst": 0.545, "qqp": 0.908, "sts": 0.894, "overall": 0.800, "ranking": 2},
-    "Test": {"sst": 0.540, "qqp": 0.908, "sts": 0.893, "overall": 0.798, "ranking": 3},
-}
-
 TABLE2 = "table2_methods"
+TABLE2_START_END = "table2_start_end"
 TABLE3 = "table3_grid"
 TABLE4 = "table4_ensemble"
 TABLE5 = "table5_claims"
@@ -70,7 +35,7 @@ FIGURES = [
     ("Figure 4 (left): SST dev confusion matrix", FIG4_CONFUSION_PNG),
     ("Figure 4 (right): STS dev prediction vs gold", FIG4_SCATTER_PNG),
     ("Training curves", CURVES_PNG),
-    ("Table 5 as a forest plot: paired differences over seeds with 95 % intervals", FOREST_PNG),
+    ("Table 5 as a forest plot: paired differences over seeds with 95 % intervals, and the paper's effect", FOREST_PNG),
 ]
 
 
@@ -135,7 +100,7 @@ def caveats(params: Params, data_metrics: Path) -> list[str]:
         + (f"mu {smart.mu:g}, time constant {smart.teacher_horizon:g} of the run, momentum at least "
            f"{smart.teacher_beta_min:g}." if smart.mu > 0 else "off.")
     )
-    return [backbone_note, data_note, settings_note, smart_note]
+    return [scale_note(params), backbone_note, data_note, settings_note, smart_note]
 
 
 # -------------------------------------------------------------------------- tables
@@ -165,7 +130,7 @@ def _over_seeds(by_seed: dict[int, dict[str, float]], paper: dict[str, float] | 
     return row
 
 
-def table2(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+def table2(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     rows_by_key, rows, notes = runs_by_row(metrics), [], []
     defined = params.table2_rows()
     for paper in PAPER_TABLE2:
@@ -198,7 +163,7 @@ def _seeds_note(params: Params) -> str:
             "one run. A difference smaller than the sd is not a result: Table 5 pairs the runs seed by seed.")
 
 
-def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+def table3(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     rows_by_key, rows, notes, missing = runs_by_row(metrics), [], [], []
     for lambda_s in sorted(params.sweep.lambda_s):
         for dropout in sorted(params.sweep.dropout):
@@ -224,55 +189,126 @@ def table3(params: Params, metrics: dict[str, dict]) -> tuple[pd.DataFrame, list
     return frame, notes
 
 
+def scale_note(params: Params) -> str:
+    """What every table and verdict here is about: this backbone at this preset's scale."""
+    return (f"At this scale: every number and verdict here is about this backbone ({params.model.backbone}) "
+            f"trained as preset '{params.preset}' trains it, not about the paper's BERT-base at its scale.")
+
+
 def table5_notes(params: Params) -> list[str]:
     settings = params.claims
     return [
+        scale_note(params),
         "Each claim compares two rows run by run with the same seed (same data order, same initial heads): "
-        "Difference is the mean of (first row - second row) over the n seeds both ran, with its "
-        f"{1 - settings.alpha:.0%} t-interval.",
+        "Difference is the mean of (first row - second row) over the n seeds both ran, each run's final dev score "
+        f"(its last epoch), with its {1 - settings.alpha:.0%} t-interval.",
+        "Paper's effect: the same difference in the paper's Table 2 (one run a row), where the paper has both rows; "
+        "blank where it gives no number, and then a claim is tested against zero alone.",
         "Each claim has one primary metric, named in params.yaml (claims.primary) before the runs; only it gets a "
-        "verdict. p-values are paired t-tests (difference from 0) and, for the claim of no effect, a paired TOST "
-        f"(equivalence within +-{settings.equivalence_delta:g}), adjusted by Holm's method over all primary tests "
-        f"(family-wise error {settings.alpha:g}; statsmodels).",
-        "Verdicts: holds (the difference is resolved, with the paper's sign), reversed (resolved, against it), "
-        f"equivalent within +-{settings.equivalence_delta:g} (the no-effect claim, shown), differs (its opposite), "
-        "not resolved (neither: the seeds cannot tell).",
+        "verdict. p difference: paired t-test of the difference from 0 (two-sided). p smaller than paper's: "
+        "one-sided paired t-test of 'ours is smaller than the paper's effect' (small telescopes, Simonsohn 2015, "
+        "with the paper's own effect as the reference: it reports no spread from which a d33 could be computed). "
+        f"p equivalence: for the claim of no effect, a paired TOST within +-{settings.equivalence_delta:g}. All "
+        f"are adjusted by Holm's method over every primary test (family-wise error {settings.alpha:g}; statsmodels).",
+        "Verdicts: holds (the difference from 0 is resolved with the paper's sign, and the paper's effect is not "
+        "rejected); smaller than the paper's (the paper's effect is rejected; '(positive)' when a smaller positive "
+        "effect is resolved, '(no effect resolved)' when not); reversed (resolved against the paper's sign); "
+        f"equivalent within +-{settings.equivalence_delta:g} (the no-effect claim, shown); differs (its opposite); "
+        "not resolved (the seeds cannot tell).",
         f"Smallest detectable: the difference a paired t-test on these n seeds finds with power {settings.power:g} "
         f"at level {settings.alpha:g}, given the observed spread (statsmodels TTestPower): a claim whose "
         "difference is below it cannot be resolved at this scale.",
+        "The paper's effect is one run's difference and carries a seed's noise of its own: the 95% interval of ours "
+        "shows how far one seed's difference can stray.",
         "Dev scores: members, presets and the SMART radius were chosen on dev, so these are not test results.",
     ]
 
 
+VERDICT_COLOURS = {"holds": "tab:green", "reversed": "tab:red", "differs": "tab:red"}
+
+
+def _verdict_colour(verdict: str) -> str:
+    if verdict.startswith("smaller than the paper's"):
+        return "tab:orange"
+    if verdict.startswith("equivalent"):
+        return "tab:blue"
+    return VERDICT_COLOURS.get(verdict, "tab:gray")
+
+
 def plot_claims(frame: pd.DataFrame, destination: Path) -> None:
-    """The forest plot of Table 5: each claim's paired difference per metric with its interval."""
+    """The forest plot of Table 5: each claim's paired difference per metric with its interval,
+    and the paper's effect on each primary row."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     shown = frame[frame["n"] >= 1].iloc[::-1]
-    figure, axis = plt.subplots(figsize=(10, 0.32 * len(shown) + 1.5))
-    labels = [f"{claim[:60]}{'...' if len(claim) > 60 else ''} [{metric}]" for claim, metric in
-              zip(shown["Claim"], shown["Metric"], strict=True)]
+    figure, axis = plt.subplots(figsize=(12, 0.45 * len(shown) + 2.4), layout="constrained")
+    labels = ["\n".join(textwrap.wrap(f"{claim} [{metric}]", 80, max_lines=2, placeholder=f"... [{metric}]"))
+              for claim, metric in zip(shown["Claim"], shown["Metric"], strict=True)]
     y = np.arange(len(shown))
     for row, (_, claim) in zip(y, shown.iterrows(), strict=True):
-        colour = {"holds": "tab:green", "reversed": "tab:red", "differs": "tab:red"}.get(
-            claim["Verdict"], "tab:blue" if str(claim["Verdict"]).startswith("equivalent") else "tab:gray")
+        colour = _verdict_colour(str(claim["Verdict"]))
         if not math.isnan(claim["95% low"]):
-            axis.plot([claim["95% low"], claim["95% high"]], [row, row], color=colour, linewidth=2)
-        axis.plot([claim["Difference"]], [row], "o", color=colour)
+            axis.plot([claim["95% low"], claim["95% high"]], [row, row], color=colour, linewidth=2, zorder=2)
+        axis.plot([claim["Difference"]], [row], "o", color=colour, zorder=3)
+        if claim["Primary"] == "yes" and not math.isnan(claim["Paper's effect"]):
+            axis.plot([claim["Paper's effect"]], [row], "D", markerfacecolor="none", markeredgecolor="black",
+                      markersize=8, zorder=1)
     axis.axvline(0, color="black", linewidth=0.8)
-    axis.set_yticks(y, labels, fontsize=8)
-    axis.set_xlabel("paired difference on dev (first row - second row), 95 % interval over seeds")
-    axis.set_title("Table 5: the paper's claims\n(green: holds; blue: equivalent; red: reversed or differs; "
-                   "grey: not resolved or no verdict)",
-                   fontsize=10)
+    axis.set_yticks(y, labels, fontsize=7.5)
+    axis.set_xlabel("\n".join(textwrap.wrap(
+        "paired difference on dev (first row - second row), mean and 95 % interval over seeds", 70)))
+    axis.set_title("\n".join([
+        "Table 5: the paper's claims at this scale, seed by seed",
+        *textwrap.wrap("green: holds; orange: smaller than the paper's; blue: equivalent; red: reversed or differs; "
+                       "grey: not resolved or no verdict", 80)]), fontsize=10)
+    axis.legend(handles=[Line2D([], [], marker="D", linestyle="none", markerfacecolor="none",
+                                markeredgecolor="black", label="paper's effect"),
+                         Line2D([], [], marker="o", color="tab:gray", label="ours (95 % interval)")],
+                loc="lower right", fontsize=8)
     axis.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
     with atomic_path(destination) as path:
         figure.savefig(path, dpi=110, format="png")
     plt.close(figure)
+
+
+# ------------------------------------------------------------------ start and end
+
+
+def start_and_end(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.DataFrame, list[str]]:
+    """Per Table 2 row and task: the mean dev score before the first optimizer step (the run's
+    ``dev_start``), the mean final dev score, and the mean change (end - start) over the runs
+    that have both, so that a reader sees where training moved each score. Runs written
+    before runs recorded ``dev_start`` leave the start and change blank."""
+    starts, ends = runs_by_row(metrics, "dev_start"), runs_by_row(metrics)
+    rows, defined = [], params.table2_rows()
+    for entry in PAPER_TABLE2:
+        key = entry["model"] if entry["model"] is not None else smart_pretrain_row(params)
+        if entry["model"] is not None and entry["model"] not in defined:
+            continue
+        start, end = starts.get(key, {}), ends.get(key, {})
+        row: dict = {"Model": entry["Model"], "Our row": key, "n": len(end)}
+        for metric in METRICS:
+            paired = [end[seed][metric] - start[seed][metric] for seed in sorted(set(start) & set(end))
+                      if start[seed].get(metric) is not None and end[seed].get(metric) is not None]
+            row[f"{COLUMN[metric]} start"] = spread(start, metric)[0]
+            row[f"{COLUMN[metric]} end"] = spread(end, metric)[0]
+            row[f"{COLUMN[metric]} change"] = float(np.mean(paired)) if paired else math.nan
+        rows.append(row)
+    notes = [
+        scale_note(params),
+        "Start: the dev score before the run's first optimizer step (its heads as initialised, "
+        f"from {HEAD_STARTS[params.train.head_init]}); end: its final dev score (last epoch); change: the mean of "
+        "(end - start) over the runs that have both; means over the row's n runs.",
+    ]
+    if any(not starts.get(row["Our row"]) for row in rows):
+        notes.append("Blank start and change: runs written before runs recorded their start (no dev_start).")
+    return pd.DataFrame(rows), notes
 
 
 def table4(ensemble: dict | None) -> tuple[pd.DataFrame, list[str]]:
@@ -298,6 +334,12 @@ def table4(ensemble: dict | None) -> tuple[pd.DataFrame, list[str]]:
 
 
 # -------------------------------------------------------------------------- report
+
+
+def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its missing numbers (no run, no paper number, no test) as blank cells,
+    which a reader takes for "none", not as "nan", which reads like a computed result."""
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _relative(target: Path, start: Path) -> str:
@@ -339,17 +381,18 @@ def _findings(analysis: dict | None) -> list[str]:
     return lines
 
 
-def _runtimes(metrics: dict[str, dict]) -> pd.DataFrame:
+def _runtimes(metrics: dict[str, RunRecord]) -> pd.DataFrame:
     rows = [
-        {"Model": name, "Kind": record.get("kind", ""), "Train seconds": float(record["train_seconds"])}
+        {"Model": name, "Kind": record.kind, "Train seconds": record.train_seconds}
         for name, record in sorted(metrics.items())
-        if record.get("train_seconds") is not None
+        if record.train_seconds is not None
     ]
     return pd.DataFrame(rows, columns=["Model", "Kind", "Train seconds"])
 
 
 def build_report(params: Params, layout: Layout = Layout()) -> Path:
-    """Write Tables 2-5 (``table{2,3,4,5}_*.{md,csv}`` in the layout's tables) and the report."""
+    """Write Tables 2-5 (``table{2,3,4,5}_*.{md,csv}`` in the layout's tables, with Table 2's start and
+    end) and the report."""
     tables_dir, plots_dir, report_path = layout.tables, layout.plots, layout.report
     metrics = load_model_metrics(params, layout)
     ensemble = read_json(layout.ensemble_metrics) if layout.ensemble_metrics.exists() else None
@@ -357,13 +400,17 @@ def build_report(params: Params, layout: Layout = Layout()) -> Path:
     common = caveats(params, layout.data_metrics)
 
     frame2, notes2 = table2(params, metrics)
-    write_table(frame2, tables_dir / TABLE2, "Table 2: dev scores of the training methods (ours vs paper)", [*notes2, *common])
+    write_table(_blank_missing(frame2), tables_dir / TABLE2, "Table 2: dev scores of the training methods (ours at this scale vs paper)",
+                [*notes2, *common])
+    frame_moved, notes_moved = start_and_end(params, metrics)
+    write_table(_blank_missing(frame_moved), tables_dir / TABLE2_START_END,
+                "Table 2, start and end: where training moved each dev score (at this scale)", notes_moved)
     frame3, notes3 = table3(params, metrics)
-    write_table(frame3, tables_dir / TABLE3, "Table 3: Concat+SMART+Pretrain dev scores per lambda_s and dropout (ours vs paper)", [*notes3, *common])
+    write_table(_blank_missing(frame3), tables_dir / TABLE3, "Table 3: Concat+SMART+Pretrain dev scores per lambda_s and dropout (ours at this scale vs paper)", [*notes3, *common])
     frame4, notes4 = table4(ensemble)
-    write_table(frame4, tables_dir / TABLE4, "Table 4: ensemble dev/test scores (ours vs paper)", [*notes4, *common])
+    write_table(_blank_missing(frame4), tables_dir / TABLE4, "Table 4: ensemble dev/test scores (ours at this scale vs paper)", [*notes4, *common])
     frame5 = table5(params, metrics, ensemble)
-    write_table(frame5, tables_dir / TABLE5, "Table 5: the paper's claims, tested seed by seed", table5_notes(params))
+    write_table(_blank_missing(frame5), tables_dir / TABLE5, "Table 5: the paper's claims, tested seed by seed against zero and against the paper's effect, at this scale", table5_notes(params))
     plot_claims(frame5, plots_dir / FOREST_PNG)
 
     lines = [
@@ -371,6 +418,8 @@ def build_report(params: Params, layout: Layout = Layout()) -> Path:
         "",
         "Multitask sentence model on SST-5 (accuracy), QQP (accuracy) and STS-B (Pearson); "
         "overall = (SST + QQP + (STS + 1) / 2) / 3.",
+        "",
+        scale_note(params),
         "",
         "## Caveats",
         "",
@@ -381,7 +430,7 @@ def build_report(params: Params, layout: Layout = Layout()) -> Path:
     if table1.exists():
         lines += ["## Data", "", table1.read_text().strip(), ""]
     lines += ["## Results", ""]
-    for stem in (TABLE2, TABLE3, TABLE4, TABLE5):
+    for stem in (TABLE2, TABLE2_START_END, TABLE3, TABLE4, TABLE5):
         lines += [(tables_dir / f"{stem}.md").read_text().strip(), ""]
     lines += ["## Figures", ""]
     for caption, file_name in FIGURES:
