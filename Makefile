@@ -81,6 +81,8 @@ test: setup
 test-all: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PYTEST)
 
+# dvc.lock keeps the entries of stages dvc.yaml no longer defines (a renamed stage, a shrunk
+# sweep): this drops them. Which code each stage runs, the fingerprint stage works out itself.
 deps: setup
 	$(BIN)/python tests/test_dvc_deps.py
 

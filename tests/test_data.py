@@ -317,6 +317,41 @@ def test_duplicates_and_leakage_removed(prepared):
     }
 
 
+def test_a_dev_file_holding_the_training_rows_stops_prepare_naming_the_files_and_losing_nothing(raw, tmp_path):
+    shutil.copy(raw / "sst/ids-sst-train.csv", raw / "sst/ids-sst-dev.csv")  # a user's copy mistake
+    out = tmp_path / "out"
+    prepare(FIXTURES, out, {}, 0)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(DataError) as error:
+        prepare(raw, out, {}, 0)
+    message = str(error.value)
+    assert message.startswith(f"{raw / 'sst/ids-sst-train.csv'}: cleaning removes 12 of its 12 sst train rows (100%)")
+    assert f"also stand in {raw / 'sst/ids-sst-dev.csv'} (11)" in message and "leakage" in message
+    assert "0 would be left" in message and "Nothing was written" in message
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_cleaning_most_of_a_split_stops_prepare_even_when_rows_are_left(raw, tmp_path):
+    first = (raw / "sts/sts-train.csv").read_text().splitlines()[1]
+    append(raw / "sts/sts-train.csv", *[first.replace("sts-train-01", f"sts-train-copy-{n}") for n in range(20)])
+    with pytest.raises(DataError, match=r"sts-train\.csv: cleaning removes 22 of its 30 sts train rows \(73%\): "
+                                        r"21 exact duplicates of earlier rows; .* 8 would be left"):
+        prepare(raw, tmp_path / "out", {}, 0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cleaning_more_than_a_tenth_of_a_split_warns_naming_the_file_and_the_causes(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="smartmtl.data.prepare"):
+        prepare(FIXTURES, tmp_path / "out", {}, 0)
+    warnings = {record.getMessage().split(":")[0]: record.getMessage() for record in caplog.records}
+    # The fixtures are small: removing 3 of SST's 12 training rows is a quarter of them.
+    assert warnings[str(FIXTURES / "sst/ids-sst-train.csv")] == (
+        f"{FIXTURES / 'sst/ids-sst-train.csv'}: cleaning removes 3 of its 12 sst train rows (25%): "
+        f"1 exact duplicates of earlier rows; 2 rows that also stand in {FIXTURES / 'sst/ids-sst-dev.csv'} (1) "
+        f"and {FIXTURES / 'sst/ids-sst-test-student.csv'} (1) (leakage into held-out data)")
+    assert str(FIXTURES / "sst/ids-sst-test-student.csv") not in warnings  # nothing removed there
+
+
 def test_same_pair_with_other_label_is_not_a_duplicate(raw, tmp_path):
     append(raw / "quora/quora-train.csv", "99\tqqp-train-99\tWhy is grass green?\tWhy is the sky blue?\t1.0")
     append(raw / "quora/quora-dev.csv", "99\tqqp-dev-99\tCan you measure happiness?\tHow can happiness be measured?\t1.0")
@@ -548,6 +583,16 @@ def test_stage_reports_errors_without_traceback(tmp_path, monkeypatch):
     result = CliRunner().invoke(_stage().app, ["--params", "bad.yaml"])
     assert result.exit_code == 1 and "raw_dri" in result.stderr
     assert not Path("metrics").exists()
+
+
+def test_stage_stops_on_a_dev_file_holding_the_training_rows(raw, tmp_path, monkeypatch):
+    shutil.copy(raw / "sst/ids-sst-train.csv", raw / "sst/ids-sst-dev.csv")
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(f"data:\n  raw_dir: {raw}\n  prepared_dir: data/prepared\n")
+    result = CliRunner().invoke(_stage().app, ["--params", "params.yaml"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"prepare: {raw / 'sst/ids-sst-train.csv'}: cleaning removes 12 of its 12")
+    assert "Traceback" not in result.output and not Path("metrics").exists()
 
 
 # ----------------------------------------------------------------------------- real data

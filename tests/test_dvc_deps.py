@@ -1,17 +1,14 @@
-"""dvc.yaml must list, for every stage, exactly the modules its script imports (directly or
-through other modules), and the package folders those modules read: an unlisted module would
-leave `dvc repro` thinking the stage's outputs are current, a needless one would rerun it for
-nothing. DVC cannot append a shared list to a stage's deps, so the lists are written out per
-stage, by this file: `python tests/test_dvc_deps.py` (`make deps`) rewrites them; the tests
-fail while they differ.
+"""dvc.yaml wires each stage to the code it runs through its fingerprint file: the first stage,
+``fingerprint``, depends on all the code and writes fingerprints/<script>.txt per stage script
+(:mod:`smartmtl.app.fingerprint`); every other stage depends on its script's fingerprint and on
+no code file, so that a comment reruns nothing but an edit of what a stage runs reruns it.
 
-`make deps` also drops from dvc.lock the entries of stages dvc.yaml no longer defines (a
-renamed stage, a shrunk sweep): DVC keeps them (treeverse/dvc#5293), and it rereads and
-rewrites the whole lock file after every stage it runs."""
+`make deps` (`python tests/test_dvc_deps.py`) drops from dvc.lock the entries of stages dvc.yaml
+no longer defines (a renamed stage, a shrunk sweep): DVC keeps them (treeverse/dvc#5293), and it
+rereads and rewrites the whole lock file after every stage it runs."""
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from pathlib import Path
@@ -19,118 +16,92 @@ from pathlib import Path
 import pytest
 import yaml
 
+from smartmtl.app.fingerprint import (
+    FINGERPRINTS,
+    PACKAGE,
+    PACKAGE_DATA,
+    fingerprint,
+    fingerprint_path,
+    module_closure,
+    module_file,
+    stage_scripts,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "src" / "smartmtl"
-# The package's folders of files read at run time, by the module that reads them: a stage
-# importing that module depends on the folder as much as on its code (the report stage prints
-# the paper preset's settings from presets/paper.yaml).
-PACKAGE_DATA = {"presets": "src/smartmtl/presets"}
 
 
-def module_file(name: str) -> Path:
-    """The file of module ``name``, dotted below the package (``train.loop``)."""
-    return PACKAGE / (name.replace(".", "/") + ".py")
+def dvc_stages() -> dict[str, dict]:
+    """Every stage of dvc.yaml, by name, as written (a matrix stage once)."""
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The smartmtl modules ``path`` imports itself, dotted below the package
-    (``smartmtl.train.loop`` -> ``train.loop``; ``from smartmtl.train import smart`` -> ``train.smart``)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "smartmtl":
-            below = node.module.partition(".")[2]
-            for alias in node.names:
-                submodule = f"{below}.{alias.name}" if below else alias.name
-                if module_file(submodule).exists():
-                    names.add(submodule)
-            if below and module_file(below).exists():
-                names.add(below)
-        elif isinstance(node, ast.Import):
-            names.update(a.name.partition(".")[2] for a in node.names
-                         if a.name.startswith("smartmtl.") and module_file(a.name.partition(".")[2]).exists())
-    return names
+def script_of(stage: dict) -> str:
+    return re.search(r"stages/\w+\.py", stage["cmd"]).group(0)
 
 
-def module_closure(script: Path) -> set[str]:
-    seen, todo = set(), list(imported_modules(script))
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(imported_modules(module_file(name)))
-    return seen
+def paths(entries: list) -> list[str]:
+    """The paths of a deps or outs list (an entry is a path, or a path with options)."""
+    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
 
 
-def stages(text: str | None = None) -> list[tuple[str, str, list[str]]]:
-    """(stage name, script, deps) for every stage of dvc.yaml (or of ``text``)."""
-    found = []
-    text = (ROOT / "dvc.yaml").read_text() if text is None else text
-    for name, stage in yaml.safe_load(text)["stages"].items():
-        body = stage.get("do", stage)
-        script = re.search(r"stages/\w+\.py", body["cmd"]).group(0)
-        found.append((name, script, [dep if isinstance(dep, str) else next(iter(dep)) for dep in body["deps"]]))
-    return found
+WORK_STAGES = {name: stage for name, stage in dvc_stages().items() if name != "fingerprint"}
 
 
 def test_every_stage_is_found():
-    assert {name for name, _, _ in stages()} >= {"prepare", "pretrain", "finetune", "grid", "sst_lambda",
-                                                  "ensemble", "analyze", "report"}
+    assert set(WORK_STAGES) >= {"prepare", "pretrain", "finetune", "grid", "sst_lambda", "ensemble", "analyze", "report"}
 
 
 def test_the_import_walk_sees_through_modules():
-    # runner imports train, which imports smart: the walk must reach smart from the stage.
-    assert {"train.runner", "train.loop", "train.smart", "train.pcgrad"} <= module_closure(ROOT / "stages" / "finetune.py")
+    # runner imports loop, which imports smart: the walk must reach smart from the stage.
+    closure = module_closure(ROOT / "stages" / "finetune.py", ROOT)
+    assert {"train.runner", "train.loop", "train.smart", "train.pcgrad"} <= closure
 
 
-def module_deps(script: str) -> list[str]:
-    """The modules a script imports, and the package folders they read."""
-    closure = module_closure(ROOT / script)
-    return sorted([str(module_file(module).relative_to(ROOT)) for module in closure]
-                  + [PACKAGE_DATA[module] for module in closure if module in PACKAGE_DATA])
+@pytest.mark.parametrize("script", stage_scripts(ROOT), ids=lambda path: path.stem)
+def test_no_stage_imports_a_fused_module(script):
+    # smartmtl.fused trains on a GPU only, outside DVC's stages (`make groups`).
+    assert not {name for name in module_closure(script, ROOT) if name.split(".")[0] == "fused"}
 
 
 def test_every_folder_of_the_package_is_claimed_by_the_module_that_reads_it():
-    folders = {f"src/smartmtl/{path.name}" for path in PACKAGE.iterdir()
+    package = ROOT / PACKAGE
+    folders = {path.name for path in package.iterdir()
                if path.is_dir() and path.name != "__pycache__" and not (path / "__init__.py").exists()}
     assert folders == set(PACKAGE_DATA.values())
     for module, folder in PACKAGE_DATA.items():
-        assert Path(folder).name in module_file(module).read_text(), f"{module}.py does not read {folder}"
+        assert folder in module_file(module, ROOT).read_text(), f"{module}.py does not read {folder}"
 
 
-_STAGE = re.compile(r"^  ([\w-]+):$")
-_MODULE = re.compile(r"^      - src/smartmtl/[\w/]+(\.py)?$")
+def test_the_fingerprint_stage_depends_on_all_the_code_and_writes_one_file_per_script():
+    stage = dvc_stages()["fingerprint"]
+    assert stage["cmd"] == "python stages/fingerprint.py"
+    assert sorted(paths(stage["deps"])) == ["src/smartmtl", "stages"]
+    assert paths(stage["outs"]) == [str(fingerprint_path(script)) for script in stage_scripts(ROOT)]
+    # Committed to git, not DVC's cache: a fresh clone has them, and `dvc status` is clean there.
+    assert all(options == {"cache": False} for out in stage["outs"] for options in out.values())
 
 
-def with_module_deps(text: str) -> str:
-    """dvc.yaml's text with each stage's module lines replaced by the ones its script needs,
-    right after the script's own line; everything else (comments included) is kept."""
-    scripts = {name: script for name, script, _ in stages(text)}
-    lines, stage = [], None
-    for line in text.splitlines():
-        if match := _STAGE.match(line):
-            stage = match.group(1)
-        if _MODULE.match(line):
-            continue
-        lines.append(line)
-        if stage in scripts and line.strip() == f"- {scripts[stage]}":
-            lines.extend(f"      - {path}" for path in module_deps(scripts[stage]))
-    return "\n".join(lines) + "\n"
+@pytest.mark.parametrize("name", sorted(WORK_STAGES))
+def test_each_stage_depends_on_its_scripts_fingerprint_and_on_no_code_file(name):
+    deps = paths(WORK_STAGES[name]["deps"])
+    assert deps[0] == str(fingerprint_path(script_of(WORK_STAGES[name]))), name
+    assert [dep for dep in deps if dep.startswith(("src/", "stages/", f"{FINGERPRINTS}/"))] == deps[:1], name
 
 
-@pytest.mark.parametrize("name,script,deps", stages(), ids=[s[0] for s in stages()])
-def test_stage_lists_its_script_and_exactly_the_modules_it_imports(name, script, deps):
-    assert script in deps, f"stage {name}: {script} is not among its deps"
-    listed = sorted(dep for dep in deps if dep.startswith("src/smartmtl/"))
-    assert listed == module_deps(script), (f"stage {name}: dvc.yaml lists {listed}, its script imports "
-                                           f"{module_deps(script)}; run `make deps`")
-
-
-def test_make_deps_writes_what_the_test_expects_and_changes_nothing_twice():
-    text = (ROOT / "dvc.yaml").read_text()
-    once = with_module_deps(text)
-    assert with_module_deps(once) == once
-    for name, script, deps in stages(once):
-        assert sorted(d for d in deps if d.startswith("src/")) == module_deps(script), name
+@pytest.mark.parametrize("script", stage_scripts(ROOT), ids=lambda path: path.stem)
+def test_each_fingerprint_covers_exactly_the_files_its_script_runs(script):
+    closure = module_closure(script, ROOT)
+    packages = {".".join(name.split(".")[:depth]) for name in closure for depth in range(len(name.split(".")))}
+    expected = {str(script.relative_to(ROOT))}
+    expected |= {str(module_file(name, ROOT).relative_to(ROOT)) for name in closure}
+    expected |= {str((ROOT / PACKAGE / package.replace(".", "/") / "__init__.py").relative_to(ROOT))
+                 for package in packages}
+    expected |= {str(path.relative_to(ROOT)) for name in closure if name in PACKAGE_DATA
+                 for path in (ROOT / PACKAGE / PACKAGE_DATA[name]).glob("*.yaml")}
+    listed = [line.split("  ", 1)[1] for line in fingerprint(script, ROOT).splitlines() if not line.startswith("#")]
+    assert len(listed) == len(set(listed)) and set(listed) == expected
+    committed = ROOT / fingerprint_path(script)
+    assert committed.exists(), f"{committed} is not written: run `dvc repro fingerprint` and commit it"
 
 
 _LOCK_ENTRY = re.compile(r"^  (\S+):$")
@@ -190,7 +161,7 @@ def test_defined_stages_are_dvc_yamls_stages_with_each_matrix_item_expanded():
     params = load_params(ROOT / "params.yaml")
     defined = defined_stages()
     expanded = {name for name in defined if "@" in name}
-    assert defined - expanded == {"prepare", "pretrain", "ensemble", "analyze", "report"}
+    assert defined - expanded == {"fingerprint", "prepare", "pretrain", "ensemble", "analyze", "report"}
     assert {name.split("@")[0] for name in expanded} == {"finetune-descriptive", "finetune", "finetune-smart", "grid",
                                                          "table2-cell", "sst_lambda"}
     # One stage per run the sweep plans, and one table2-cell stage per seed: it trains only the
@@ -203,11 +174,6 @@ def test_defined_stages_are_dvc_yamls_stages_with_each_matrix_item_expanded():
 
 
 if __name__ == "__main__":  # make deps
-    path = ROOT / "dvc.yaml"
-    before = path.read_text()
-    after = with_module_deps(before)
-    path.write_text(after)
-    print("dvc.yaml: module deps " + ("rewritten" if after != before else "already current"), file=sys.stderr)
     lock = ROOT / "dvc.lock"
     if lock.exists():
         before = lock.read_text()

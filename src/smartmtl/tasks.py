@@ -7,7 +7,8 @@ The functions below are the building blocks the records choose from; they work o
 task whose output is of their kind (logits over classes, one logit, or one score).
 
 torch is imported only inside the functions that need it: the stages that read this table
-without touching a tensor (prepare, ensemble, analyze) would otherwise pay seconds to import it.
+without touching a tensor (prepare, ensemble, analyze) would otherwise pay for importing it
+(docs/speed.md, "Start-up and the smoke pipeline").
 """
 
 from __future__ import annotations

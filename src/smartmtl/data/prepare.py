@@ -18,6 +18,9 @@ rules for rejecting a raw row are in :mod:`smartmtl.data.raw`):
   split are counted but kept: a prediction must be written for every test id.
 * Leakage: a training row whose text (SST) or unordered pair (QQP, STS) also stands in
   that task's dev or test split is removed from train.
+* Cleaning that removes more than a tenth of a split logs a warning naming the file and the
+  cause; more than half (a dev file holding the training rows, say) stops prepare with a
+  DataError before anything is written: results trained on what is left would mean nothing.
 * ``train_limit`` subsamples a training set after cleaning: seeded, stratified by label
   with proportional (largest-remainder) allocation for SST and QQP, plain random for STS
   (and for unlabelled splits); kept rows stay in their original order. ``dev_limit`` and
@@ -52,6 +55,11 @@ from smartmtl.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
+# Cleaning a sound split removes a few rows (duplicates, a pair that also stands in dev): more
+# than WARN_SHARE of a split is worth a look, more than STOP_SHARE means a wrong file.
+WARN_SHARE = 0.1
+STOP_SHARE = 0.5
+
 PAPER_COUNTS = {
     "sst": {"train": 8544, "dev": 1101, "test": 2210},
     "qqp": {"train": 283010, "dev": 40429, "test": 80859},
@@ -72,6 +80,7 @@ class SplitResult:
     duplicates_removed: int = 0
     duplicates_kept: int = 0  # test splits: counted, kept
     leakage_removed: int = 0
+    leaked_into: dict[str, int] = field(default_factory=dict)  # held-out file -> training rows also in it
     subsampled_from: int | None = None
 
     @property
@@ -198,6 +207,8 @@ def prepare(
                 verb = "removed" if split != "test" else "found (kept: test rows are all predicted)"
                 log.info("%s/%s: %d exact duplicate rows %s", task, split, removed, verb)
         _remove_leakage(splits, task)
+        for split in SPLITS:
+            _check_cleaning(splits[(task, split)], raw_dir)
         dev_keys = set(_keys(splits[(task, "dev")].frame, task))
         result.dev_test_overlap[task] = int(sum(k in dev_keys for k in _keys(splits[(task, "test")].frame, task)))
         for split in SPLITS:
@@ -249,13 +260,40 @@ def _deduplicate(frame: pd.DataFrame, task: str, *, remove: bool) -> tuple[pd.Da
 
 
 def _remove_leakage(splits: dict[tuple[str, str], SplitResult], task: str) -> None:
-    held_out = set(_keys(splits[(task, "dev")].frame, task)) | set(_keys(splits[(task, "test")].frame, task))
     train = splits[(task, "train")]
-    leaked = np.array([key in held_out for key in _keys(train.frame, task)], dtype=bool)
+    train_keys = _keys(train.frame, task)
+    leaked = np.zeros(len(train_keys), dtype=bool)
+    for split in ("dev", "test"):
+        held_out = splits[(task, split)]
+        keys = set(_keys(held_out.frame, task))
+        in_split = np.array([key in keys for key in train_keys], dtype=bool)
+        if in_split.any():
+            train.leaked_into[held_out.report.file] = int(in_split.sum())
+        leaked |= in_split
     train.leakage_removed = int(leaked.sum())
     if train.leakage_removed:
         train.frame = train.frame[~leaked].reset_index(drop=True)
         log.info("%s/train: %d rows removed that also stand in dev or test", task, train.leakage_removed)
+
+
+def _check_cleaning(s: SplitResult, raw_dir: Path) -> None:
+    """Warn when cleaning removed more than WARN_SHARE of a split, stop when more than STOP_SHARE."""
+    removed = s.duplicates_removed + s.leakage_removed
+    before = s.rows + removed
+    if removed <= WARN_SHARE * before:
+        return
+    causes = []
+    if s.duplicates_removed:
+        causes.append(f"{s.duplicates_removed:,} exact duplicates of earlier rows")
+    if s.leakage_removed:
+        files = " and ".join(f"{raw_dir / file} ({count:,})" for file, count in s.leaked_into.items())
+        causes.append(f"{s.leakage_removed:,} rows that also stand in {files} (leakage into held-out data)")
+    summary = (f"{raw_dir / s.report.file}: cleaning removes {removed:,} of its {before:,} {s.task} {s.split} rows "
+               f"({removed / before:.0%}): {'; '.join(causes)}")
+    if removed > STOP_SHARE * before:
+        raise DataError(f"{summary}. {s.rows:,} would be left: is a file a copy of another (the training rows "
+                        "in the dev file)? Nothing was written.")
+    log.warning(summary)
 
 
 def subsample(frame: pd.DataFrame, task: str, limit: int, seed: int) -> pd.DataFrame:

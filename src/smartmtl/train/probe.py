@@ -7,17 +7,15 @@ laptop preset (docs/results.md): a logistic regression on the frozen backbone's 
 the SST rows already scores above the three-task fine-tuned rows. The fit is scikit-learn's
 L2-regularised logistic (class heads) or ridge (score heads) regression, on
 the rows the run will train the task on and, where ``data.probe_limit`` prepared them, further
-training rows that no step trains on: a forward each, so that a head of a 50-step run starts
-from 2,000 rows rather than its 400 (Table 3's cell, seeds 4-7: overall +0.007 to +0.021, SST
-+0.012 to +0.057, STS +0.010 to +0.019; docs/results.md). Its L2 strength is chosen by cross-validation on those rows (REGULARISATION).
+training rows that no step trains on: a forward each, so that the head of a short run starts
+from more rows than the run trains on, which scored higher (docs/results.md, "The probe on
+2,000 rows"). Its L2 strength is chosen by cross-validation on those rows (REGULARISATION).
 
 A head is fitted when its task's training begins: at the first step for simultaneous runs,
 at the start of its phase for sequential ones (the encoder has moved by then). A head the run's
 starting checkpoint already trained is not refitted: a +Pretrain run's QQP head starts as the
-QQP pretraining left it, trained on all its pairs, not as a probe of the 400 the run sees
-(Table 3's cell, seeds 4-7: QQP dev 0.834-0.844 kept against 0.814-0.840 refitted, overall
-+0.001 to +0.008; on the claims' seeds 0-3, QQP +0.002 to +0.014 and overall within the seed
-spread; docs/results.md).
+QQP pretraining left it, trained on all its pairs, not as a probe of the few the run sees:
+kept, it scored higher on QQP dev (docs/results.md, "The QQP pretraining's head kept").
 """
 
 from __future__ import annotations
@@ -41,12 +39,12 @@ logger = logging.getLogger(__name__)
 PROBE_MAX_ROWS = 1024
 # The probe's L2 strength (ridge's alpha; 1 / C for the logistic fit) is chosen by
 # cross-validation on the rows it fits, over this grid: at scikit-learn's defaults (alpha = C = 1)
-# the probe all but interpolates 400 rows (SST train accuracy 0.96, STS train r 0.94), its
-# task's loss starts near zero, and the encoder learns that task less (STS dev fell 0.56 -> 0.42).
+# the probe all but interpolates a short run's rows, its task's loss starts near zero, and the
+# encoder learns that task less (docs/results.md, "Heads that start as a linear probe").
 REGULARISATION = np.logspace(-4, 4, 17)
-# The logistic fits stop at 1: weaker penalties were never chosen (SST and QQP: C 0.03 on the
-# backbone's features), and their nearly unregularised fits took most of the time (2,000 SST
-# rows, 2-core Zen 5: 133 s over the whole grid, 3 s from 1 up, the same C chosen).
+# The logistic fits stop at 1: weaker penalties were never chosen on the backbone's features,
+# and their nearly unregularised fits took most of the time, for the same C in the end
+# (docs/results.md, "The probe on 2,000 rows").
 LOGISTIC_REGULARISATION = REGULARISATION[REGULARISATION >= 1]
 FOLDS = 5
 
@@ -105,8 +103,8 @@ def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
         return None
     # Solved tightly: a loose stop makes the fit jump with the features' last digits.
     # One BLAS thread: numpy and scipy each bring their own OpenBLAS pool, and on few cores the two
-    # pools' threads contend at every L-BFGS step of these small products (800 SST rows: 134 s
-    # with the default threads, 8 s with one; bench/probe_fit.py).
+    # pools' threads contend at every L-BFGS step of these small products, which made the fit many
+    # times slower (docs/results.md, "The probe at twice the rows"; bench/probe_fit.py).
     with threadpool_limits(limits=1, user_api="blas"):
         fitted = LogisticRegressionCV(Cs=1 / LOGISTIC_REGULARISATION, cv=folds, scoring="neg_log_loss", tol=1e-8,
                                       l1_ratios=(0.0,), max_iter=10_000, use_legacy_attributes=False).fit(inputs, labels)
