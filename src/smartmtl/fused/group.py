@@ -187,6 +187,10 @@ class StackedModel:
                 _set_parameter(model, name, stacked[index].detach().clone())
         return model
 
+    def view(self, index: int) -> MemberView:
+        """Member ``index`` as a model to score or probe, on its rows of the stacked parameters (no copy)."""
+        return MemberView(self, index)
+
     def run(self, stacked: dict[str, Tensor], task: str, segments: list[dict[str, Tensor]],
             site: str | None = None, deltas: Sequence[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Every member's output for its own batch (``segments`` stacked along dim 0), and, when
@@ -202,6 +206,23 @@ class StackedModel:
 
         in_dims = (0, 0, None if deltas is None else 0)
         return vmap(one, in_dims=in_dims, randomness="different")(stacked, segments, deltas)
+
+
+class MemberView(nn.Module):
+    """Member ``index`` of a StackedModel, called as its model is (``view(task, segments)``), for
+    scoring and probing: the skeleton run on the member's rows of the stacked parameters, views
+    that follow the training, rather than a copy of the model made for each score and probe.
+    ``heads`` are the skeleton's (their forward hooks see the member's head inputs; their
+    weights are not the member's)."""
+
+    def __init__(self, stacked: StackedModel, index: int):
+        super().__init__()
+        self.skeleton, self.heads = stacked.skeleton, stacked.skeleton.heads  # eval() and train() reach them
+        self._stacked, self._index = stacked, index
+
+    def forward(self, task: str, segments: list[dict[str, Tensor]]) -> Tensor:
+        params = {name: p[self._index] for name, p in self._stacked.parameters().items()}
+        return functional_call(self.skeleton, params, (task, segments))
 
 
 # --- per-member noise for SMART -----------------------------------------------------------
@@ -323,16 +344,16 @@ class StackedRuns:
         ``extra``, in the stack and in the teacher, which reads the student's heads."""
         owners = [self.model] + ([teacher.model] if teacher is not None else [])
         for index, member_rows in enumerate(rows):
-            member = self.stacked.member(index)
-            if probe.fit_head(member, task, features, member_rows, batch_size, self.compute.device,
-                              self.compute.autocast, extra):
-                for name, fitted in member.heads[task].named_parameters():
-                    for owner in owners:
-                        owner.heads[task].get_parameter(name)[index].copy_(fitted)
+            fitted = probe.fitted_head(self.stacked.view(index), task, features, member_rows, batch_size,
+                                       self.compute.device, self.compute.autocast, extra)
+            if fitted is not None:
+                for owner in owners:
+                    owner.heads[task].weight[index].copy_(fitted[0])
+                    owner.heads[task].bias[index].copy_(fitted[1])
 
     def score(self, dev: dict[str, TaskFeatures], batch_size: int) -> list[dict[str, float]]:
-        return [evaluate(self.stacked.member(index).eval(), dev, batch_size, self.compute.device,
-                         self.compute.autocast)[0] for index in range(self.members)]
+        return [evaluate(self.stacked.view(index), dev, batch_size, self.compute.device, self.compute.autocast)[0]
+                for index in range(self.members)]
 
     def models(self) -> list[MultitaskModel]:
         return [self.stacked.member(index).train() for index in range(self.members)]
