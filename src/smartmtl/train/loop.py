@@ -221,15 +221,7 @@ class SingleRun:
 
     def fit_probe(self, task: str, features: TaskFeatures, rows: list[np.ndarray], batch_size: int, teacher,
                   extra: TaskFeatures | None = None) -> None:
-        started = time.perf_counter()
-        if probe.fit_head(self.model, task, features, rows[0], batch_size, self.compute.device, self.compute.autocast,
-                          extra):
-            distributed.broadcast_parameters(self.model.heads[task])
-            if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
-                teacher.model.heads[task].load_state_dict(self.model.heads[task].state_dict())
-            logger.info("%s head: probe fitted on %d rows (%d trained on, %d only probed; %.1f s)", task,
-                        len(rows[0]) + len(extra or ()), len(rows[0]), len(extra or ()),
-                        time.perf_counter() - started)
+        _probe_head(self.model, teacher, task, features, rows[0], batch_size, self.compute, extra)
 
     def score(self, dev: dict[str, TaskFeatures], batch_size: int) -> list[dict[str, float]]:
         return [evaluate(self.model, dev, batch_size, self.compute.device, self.compute.autocast)[0]]
@@ -243,6 +235,17 @@ class SingleRun:
     def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
         torch.set_rng_state(state["torch_rng"])
         self.surgery_rng.set_state(state["surgery_rng"])
+
+
+def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, compute,
+                extra: TaskFeatures | None = None) -> None:
+    started = time.perf_counter()
+    if probe.fit_head(model, task, features, rows, batch_size, compute.device, compute.autocast, extra):
+        distributed.broadcast_parameters(model.heads[task])
+        if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
+            teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
+        logger.info("%s head: probe fitted on %d rows (%d trained on, %d only probed; %.1f s)", task,
+                    len(rows) + len(extra or ()), len(rows), len(extra or ()), time.perf_counter() - started)
 
 
 def run_plan(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures]):
