@@ -364,9 +364,9 @@ class StackedRuns:
 
     def set_random_state(self, state: dict[str, Tensor]) -> None:
         torch.set_rng_state(state["torch_rng"])
-        self.states = list(state["member_rngs"])
+        self.states = [row.clone() for row in state["member_rngs"]]  # a generator takes a tensor of its own
         for rng, rng_state in zip(self.surgery_rngs, state["surgery_rngs"], strict=True):
-            rng.set_state(rng_state)
+            rng.set_state(rng_state.clone())
 
 
 def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms: list[StepTerms], task: str,
