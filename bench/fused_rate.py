@@ -2,7 +2,7 @@
 
 Each member is Table 2's Concat+SMART* run (three tasks a step, one ascent step, the Bregman
 teacher) with its own seed: its own start, batches and noise. A group of M trains as one
-vmapped model (``FusedTraining.step``); the baseline is today's step (``train.step_gradients``,
+vmapped model (``fused.StackedRuns``, stepped as train.loop.train_runs steps it); the baseline is today's step (``train.step_gradients``,
 clipping, AdamW, the teacher) for ``--separate`` runs one after another in the same call.
 Both go over their batches twice and time the second pass (bench/train_step.py's clock). M
 doubles until the memory, ``--members`` or the ``--deadline`` runs out. It prints one table and,
@@ -70,8 +70,8 @@ def main() -> None:
     from smartmtl.model.features import bucketed_batches, tokenize
     from smartmtl.model.heads import build_model
     from smartmtl.train import smart
-    from smartmtl.train.hardware import autocast_for, pick_device, resolve_precision
-    from smartmtl.train.loop import StepTerms, smart_settings, step_gradients
+    from smartmtl.train.hardware import Compute, autocast_for, pick_device, resolve_precision
+    from smartmtl.train.loop import StepTerms, build_optimizer, smart_settings, step_gradients
     from smartmtl.variants import table2_spec
 
     params = load_params(args.params)
@@ -97,7 +97,7 @@ def main() -> None:
         torch.manual_seed(seed)
         run = dataclasses.replace(spec, seed=seed)
         model = build_model(run, params).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.lr, fused=True)
+        optimizer = build_optimizer(model, params, device)
         settings = smart_settings(run, params)
         sp = params.smart
         teacher = smart.EmaTeacher(model, smart.teacher_beta(sp.teacher_horizon, 2 * args.steps, sp.teacher_beta_min)) \
@@ -132,26 +132,47 @@ def main() -> None:
         return [dataclasses.replace(spec, seed=m // len(cells), name=f"bench-{m}", dropout=cells[m % len(cells)][0],
                                     lambda_s=cells[m % len(cells)][1]) for m in range(members)]
 
+    def group_stepper(specs: list):
+        """One optimizer step of the group as train.loop.train_runs makes it: gradients, clipping, AdamW, teacher."""
+        compute = Compute(device, autocast)
+        runs = fused.StackedRuns(specs, params, features, compute, attention=args.attention)
+        optimizer = build_optimizer(runs.model, params, device)
+        sp = params.smart
+        teacher = smart.EmaTeacher(runs.model, smart.teacher_beta(sp.teacher_horizon, 2 * args.steps,
+                                                                  sp.teacher_beta_min)) \
+            if runs.settings is not None and runs.settings.mu > 0 else None
+
+        def step(group_step) -> int:
+            optimizer.zero_grad(set_to_none=True)
+            runs.gradients(list(group_step), features, teacher, [StepTerms() for _ in specs], diagnose=False)
+            if params.train.grad_clip:
+                runs.clip(params.train.grad_clip)
+            optimizer.step()
+            if teacher is not None:
+                teacher.update(runs.model)
+            return sum(examples(b) for b in group_step)
+
+        return step
+
     def fused_rate(members: int) -> tuple[float, float]:
         specs = member_specs(members)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        training = fused.start_group(specs, params, device, 2 * args.steps, args.attention)
+        step = group_stepper(specs)
         steps = list(zip(*(batches(member) for member in range(members)), strict=True))
-        rate = time_second_pass(torch, device, steps, lambda group_step: (
-            training.step(group_step, features, autocast), sum(examples(b) for b in group_step))[1])
+        rate = time_second_pass(torch, device, steps, step)
         return rate, peak_mib(torch, device)
 
     def profile(members: int) -> str:
         """One group step under torch.profiler: operators by device (or CPU) time, and the count."""
         from torch.profiler import ProfilerActivity
-        training = fused.start_group(member_specs(members), params, device, 2 * args.steps, args.attention)
+        step = group_stepper(member_specs(members))
         group_step = list(zip(*(batches(seed) for seed in range(members)), strict=True))[0]
-        training.step(group_step, features, autocast)
+        step(group_step)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with torch.profiler.profile(activities=activities) as trace:
-            training.step(group_step, features, autocast)
+            step(group_step)
             if device.type == "cuda":
                 torch.cuda.synchronize()
         averages = trace.key_averages()

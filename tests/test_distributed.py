@@ -60,10 +60,10 @@ def _worker(rank: int, world: int, port: int, prepared_dir, out_dir) -> None:
     torch.set_num_threads(1)
     params = _params(prepared_dir)
     features = load_features(params, TASKS, "concat", splits=("train", "dev"))
-    build = smartmtl.train.build_model
+    build = smartmtl.train.loop.build_model
     with distributed.process_group():
         for name, run_spec in {**EXACT, **NOISY}.items():
-            smartmtl.train.build_model = build if name in NOISY else _deterministic_build(build)
+            smartmtl.train.loop.build_model = build if name in NOISY else _deterministic_build(build)
             model = train(run_spec, params, features, resolve_compute(params.train.precision))
             save_model(model, out_dir / f"{name}-rank{rank}.safetensors")
 

@@ -130,8 +130,8 @@ def _assert_group_equals_runs(specs, params, features, same_terms=True, toleranc
         steps_run = list(range(1, total + 1))
         assert [step for step, _ in fused_log.seen] == [step for step, _ in steps] == steps_run
         for (_, terms), (_, fused_terms) in zip(steps, fused_log.seen, strict=True):
-            # The separate run logs SMART's diagnostics too (step 0); the fused one leaves them out,
-            # and logs the adversarial term of a member whose lambda_s is 0 (it weighs it by 0).
+            # Both log SMART's diagnostics (step 0); the fused group also logs the adversarial term
+            # of a member whose lambda_s is 0 (it weighs it by 0).
             for name, value in fused_terms.items():
                 if name in terms or same_terms:
                     assert value == pytest.approx(terms[name], abs=tolerance), name
@@ -308,3 +308,48 @@ def test_run_group_writes_each_runs_outputs_as_run_does(prepared_dir, tmp_path):
         assert (fused.model_dir(spec.name) / "model.safetensors").exists()
         assert json.loads((fused.live_dir(spec.name) / "metrics.json").read_text())["dev"] == fused_record["dev"]
     assert records[0]["dev"] != records[1]["dev"]  # two seeds, two runs
+
+
+class Record(TrainingLog):
+    """Everything the loop tells one run's log, in order."""
+
+    def __init__(self):
+        self.seen = []
+
+    def steps(self, step, terms):
+        self.seen.append(("steps", step, terms))
+
+    def start(self, step, epoch, scores):
+        self.seen.append(("start", step, epoch, scores))
+
+    def epoch(self, epoch, step, metrics):
+        self.seen.append(("epoch", epoch, step, {k: v for k, v in metrics.items() if k != "train/seconds"}))
+
+
+def test_an_interrupted_group_resumes_and_equals_an_uninterrupted_one(features, prepared_dir, tmp_path):
+    # Two members, SMART, Bregman and surgery, 2 epochs: killed after the first, started again
+    # with the same resume directory, the group trains the second epoch only (each member's
+    # SMART noise and PCGrad generator continuing) and ends as the uninterrupted group.
+    params = _params(prepared_dir)
+    specs = [dataclasses.replace(spec, surgery=True, epochs=2) for spec in _members("smart_bregman")[:2]]
+    data, compute = features(SPEC.head), resolve_compute("fp32")
+    full_logs = [Record() for _ in specs]
+    full = train_group(specs, params, data, compute, logs=full_logs, resume_dir=tmp_path / "full")
+
+    directory = tmp_path / "group"
+    first_logs = [Record() for _ in specs]
+    train_group(specs, params, data, compute, logs=first_logs, resume_dir=directory, stop_after_epochs=1)
+    assert (directory / "state.pt").exists() and (directory / "teacher.safetensors").exists()
+    resumed_logs = [Record() for _ in specs]
+    resumed = train_group(specs, params, data, compute, logs=resumed_logs, resume_dir=directory)
+
+    first_epoch_steps = max(entry[1] for entry in first_logs[0].seen if entry[0] == "steps")
+    for model, fused_model, full_log, first_log, resumed_log in zip(full, resumed, full_logs, first_logs,
+                                                                    resumed_logs, strict=True):
+        assert _max_difference(model.state_dict(), fused_model.state_dict()) == 0
+        # Given again: the starts and the first epoch; trained: only the second epoch's steps.
+        trained_steps = [entry[1] for entry in resumed_log.seen if entry[0] == "steps"]
+        assert trained_steps and min(trained_steps) > first_epoch_steps
+        assert [e for e in resumed_log.seen if e[0] != "steps"] == [e for e in full_log.seen if e[0] != "steps"]
+        assert [e for e in first_log.seen if e[0] != "steps"] == [e for e in full_log.seen if e[0] != "steps"][:2]
+    assert _max_difference(full[0].state_dict(), full[1].state_dict()) > 1e-3

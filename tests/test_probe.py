@@ -259,7 +259,7 @@ def test_the_teacher_reads_the_fitted_head_from_the_first_step(data, prepared_di
     teacher = smart.EmaTeacher(model, 0.99)
     random_start = teacher.model.heads["qqp"].weight.clone()
     rows = np.arange(len(data["train"]["qqp"]))
-    train._probe_head(model, teacher, "qqp", data["train"]["qqp"], rows, params.train, compute)
+    train._probe_head(model, teacher, "qqp", data["train"]["qqp"], rows, params.train.eval_batch_size, compute)
     for name, fitted in model.heads["qqp"].state_dict().items():
         assert torch.equal(teacher.model.heads["qqp"].state_dict()[name], fitted)
     assert not torch.equal(teacher.model.heads["qqp"].weight, random_start)

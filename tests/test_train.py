@@ -19,10 +19,20 @@ from smartmtl.evaluate import task_metric
 from smartmtl.layout import Layout
 from smartmtl.model.features import load_features
 from smartmtl.model.heads import build_model
+from smartmtl.model.inference import evaluate
 from smartmtl.tasks import task_loss
-from smartmtl.train import smart
+from smartmtl.train import probe, smart
 from smartmtl.train.hardware import resolve_compute
-from smartmtl.train.loop import StepTerms, TrainingLog, fingerprint, smart_settings, task_objective, train
+from smartmtl.train.loop import (
+    SingleRun,
+    StepTerms,
+    TrainingLog,
+    fingerprint,
+    smart_settings,
+    task_objective,
+    train,
+    train_runs,
+)
 from smartmtl.train.runner import run
 from smartmtl.variants import PRETRAIN, RunSpec, table2_spec
 
@@ -194,6 +204,44 @@ def test_the_heads_train_at_their_own_learning_rate(features, prepared_dir):
     assert encoder_change < 1e-6 < 1e-3 < head_change
 
 
+# ------------------------------------------------------------------- where training starts
+
+class Starts(TrainingLog):
+    """Keeps each start(step, epoch, scores) the loop reports."""
+
+    def __init__(self):
+        self.seen = []
+
+    def start(self, step, epoch, scores):
+        self.seen.append((step, epoch, scores))
+
+
+@pytest.mark.parametrize("schedule", ["simultaneous", "sequential"])
+def test_each_task_is_scored_on_its_whole_dev_split_right_before_its_first_step(schedule, features, prepared_dir):
+    # Random heads and no SMART: the model a task starts from is the one built (simultaneous), or
+    # the one its earlier tasks trained (sequential: an epoch per task, QQP, STS, then SST).
+    params = tiny_params(prepared_dir, train={"head_init": "random"})
+    run_spec = spec(smart=False, schedule=schedule, epochs=1)
+    compute = resolve_compute("fp32")
+    torch.manual_seed(run_spec.seed)
+    built = evaluate(build_model(run_spec, params), features["dev"], params.train.eval_batch_size, compute.device,
+                     compute.autocast)[0]
+    starts = Starts()
+    runs = SingleRun(run_spec, params, features["train"], compute)
+    history = train_runs(runs, params, features, compute, logs=[starts]).histories[0]
+    begins = probe.first_steps(runs.plans[0])
+    assert [(step, epoch) for step, epoch, _ in starts.seen] == \
+        ([(0, 0)] if schedule == "simultaneous" else [(begins[t], e) for e, t in enumerate(("qqp", "sts", "sst"))])
+    assert {key for _, _, scores in starts.seen for key in scores} == {f"dev/{task}" for task in TASKS}
+    assert history.dev_start == {key[4:]: value for _, _, scores in starts.seen for key, value in scores.items()}
+    first = "qqp" if schedule == "sequential" else "sst"
+    assert history.dev_start[first] == built[first]
+    if schedule == "sequential":  # STS starts from the encoder QQP trained, not from the one built
+        assert history.dev_start["sts"] != built["sts"]
+    else:
+        assert history.dev_start == {task: built[task] for task in TASKS}
+
+
 # ------------------------------------------------------------------------------- resume
 
 RESUME_CASES = {
@@ -342,7 +390,8 @@ def _check_run_outputs(layout, name, prepared, record, tasks=TASKS, splits=("dev
                                                          abs=1e-5)
     assert set(metrics["dev"]) == {*tasks, "overall"}
     # Numbers only (what `dvc metrics` and `dvc exp show` display); the spec lives in run.json.
-    assert set(metrics) <= {"dev", "test", "surgery", "train_seconds"}
+    assert set(metrics) <= {"dev", "dev_start", "test", "surgery", "train_seconds"}
+    assert set(metrics["dev_start"]) == {*tasks, "overall"}  # where training started, scored as "dev" is
     assert all(isinstance(v, float) for split in ("dev", "test") for v in metrics.get(split, {}).values())
     assert not layout.resume_dir(name).exists()  # deleted once the model is complete
     return metrics
@@ -361,13 +410,16 @@ def test_runner_writes_outputs_without_test_scores(prepared_dir, tmp_path):
     logged = json.loads((layout.live_dir(run_spec.name) / "metrics.json").read_text())
     assert logged["dev"] == metrics["dev"]
     # DVCLive's steps are optimizer steps: the training loss several times, the dev scores and
-    # the epoch number at the epoch's end.
+    # the epoch number at the epoch's end, and at step 0 (epoch 0) where training started.
     curves = layout.live_dir(run_spec.name) / "plots" / "metrics"
     loss = pd.read_csv(curves / "train" / "loss_sst.tsv", sep="\t")
     epoch = pd.read_csv(curves / "epoch.tsv", sep="\t")
     assert len(loss) > 1 and loss["step"].is_monotonic_increasing and loss["loss_sst"].gt(0).all()
-    assert epoch["epoch"].tolist() == list(range(1, len(epoch) + 1))
+    assert epoch["epoch"].tolist() == list(range(len(epoch))) and epoch["step"].iloc[0] == 0
     assert epoch["step"].iloc[-1] >= loss["step"].iloc[-1]
+    for task in TASKS:
+        dev = pd.read_csv(curves / "dev" / f"{task}.tsv", sep="\t")
+        assert dev["step"].iloc[0] == 0 and dev[task].iloc[0] == metrics["dev_start"][task]
 
 
 def test_runner_scores_a_labelled_test_split(labelled_prepared_dir, tmp_path):

@@ -6,9 +6,9 @@ The M members' weights are stacked along a new first dimension (one tensor per p
 ``functional_call`` of a single skeleton model, so that one kernel launch serves M runs: on a
 GPU at batch 8 a step is bound by kernel launches, not arithmetic (docs/speed.md).
 
-Each member stays the run it would be alone (:func:`smartmtl.train.train`):
+Each member stays the run it would be alone (:func:`smartmtl.train.loop.train`):
 
-* **its model**: built as ``train`` builds it, ``torch.manual_seed(seed)`` then ``build_model``,
+* **its model**: built as ``SingleRun`` builds it, ``torch.manual_seed(seed)`` then ``build_model``,
   at its own dropout: where the members' dropouts differ, every dropout of the shared skeleton
   (BERT's attention probabilities included) is a :class:`MemberDropout`, whose rate is a stacked
   tensor like the weights;
@@ -32,16 +32,22 @@ group equals its runs trained one by one (tests/test_fused.py: losses and weight
 generator (a loop over the members: pcgrad branches on Python floats). Left out for now
 (docs/fused.md): with dropout on, each member draws its own masks (``vmap(randomness=
 "different")``, replayed across SMART's forwards by smart.SameDropout) but not the masks its
-run alone would draw; SMART's diagnostics, resume checkpoints and several processes.
+run alone would draw; several processes.
+
+The group trains in the one loop a run trains in, :func:`smartmtl.train.loop.train_runs`
+(its optimizer, schedule, teacher, probes, logs, dev scores and resume checkpoints):
+:class:`StackedRuns` is what it trains, as ``train.loop.SingleRun`` is for a run.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +58,6 @@ from torch.func import functional_call, vmap
 from transformers import AttentionInterface
 
 from smartmtl.config import Params
-from smartmtl.data.prepared import PROBE_SPLIT
 from smartmtl.layout import Layout
 from smartmtl.model.features import TaskFeatures, load_features
 from smartmtl.model.heads import MultitaskModel, build_model
@@ -60,8 +65,8 @@ from smartmtl.model.inference import evaluate
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import distributed, pcgrad, probe, smart
 from smartmtl.train.hardware import Compute, resolve_compute
-from smartmtl.train.loop import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, pretrained_heads, smart_settings
-from smartmtl.train.schedules import build_plan, learning_rate_schedule, tasks_of
+from smartmtl.train.loop import StepTerms, TrainingLog, fingerprint, run_plan, smart_settings, train_runs
+from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import (
     TABLE2_CELL,
     RunSpec,
@@ -182,6 +187,10 @@ class StackedModel:
                 _set_parameter(model, name, stacked[index].detach().clone())
         return model
 
+    def view(self, index: int) -> MemberView:
+        """Member ``index`` as a model to score or probe, on its rows of the stacked parameters (no copy)."""
+        return MemberView(self, index)
+
     def run(self, stacked: dict[str, Tensor], task: str, segments: list[dict[str, Tensor]],
             site: str | None = None, deltas: Sequence[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Every member's output for its own batch (``segments`` stacked along dim 0), and, when
@@ -197,6 +206,23 @@ class StackedModel:
 
         in_dims = (0, 0, None if deltas is None else 0)
         return vmap(one, in_dims=in_dims, randomness="different")(stacked, segments, deltas)
+
+
+class MemberView(nn.Module):
+    """Member ``index`` of a StackedModel, called as its model is (``view(task, segments)``), for
+    scoring and probing: the skeleton run on the member's rows of the stacked parameters, views
+    that follow the training, rather than a copy of the model made for each score and probe.
+    ``heads`` are the skeleton's (their forward hooks see the member's head inputs; their
+    weights are not the member's)."""
+
+    def __init__(self, stacked: StackedModel, index: int):
+        super().__init__()
+        self.skeleton, self.heads = stacked.skeleton, stacked.skeleton.heads  # eval() and train() reach them
+        self._stacked, self._index = stacked, index
+
+    def forward(self, task: str, segments: list[dict[str, Tensor]]) -> Tensor:
+        params = {name: p[self._index] for name, p in self._stacked.parameters().items()}
+        return functional_call(self.skeleton, params, (task, segments))
 
 
 # --- per-member noise for SMART -----------------------------------------------------------
@@ -270,39 +296,101 @@ def stack_batches(batches: list[tuple[list[dict[str, Tensor]], Tensor]]) -> tupl
 
 # --- one step -----------------------------------------------------------------------------
 
-@dataclass
-class Group:
-    """What trains: the stacked student, its teacher, each member's random stream and terms."""
+class StackedRuns:
+    """A group of runs as what :func:`smartmtl.train.loop.train_runs` trains: the members built
+    as train.loop.SingleRun builds its run (seeded, then build_model), stacked (``stacked``;
+    ``model``: its holder, whose parameters the loop's one AdamW, its teacher and resume see),
+    each member's plan, random stream (``states``: SMART's noise) and surgery generator."""
 
-    stacked: StackedModel
-    teacher: smart.EmaTeacher | None
-    settings: smart.Settings | None
-    states: list[Tensor]  # each member's random number generator state
-    terms: list[StepTerms]
-    device: torch.device
-    lambda_s: tuple[float, ...] = ()  # each member's weight of its adversarial term
-    surgery: str | None = None  # PCGrad's reduction, None without surgery
-    surgery_rngs: list[torch.Generator] | None = None  # each member's, as train.train seeds it
+    def __init__(self, specs: Sequence[RunSpec], params: Params, train_data: dict[str, TaskFeatures],
+                 compute: Compute, init: Path | None = None, attention: str | None = "eager"):
+        check_group(specs)
+        self.specs, self.compute, self.init = list(specs), compute, init
+        self.name = f"{specs[0].name} and {len(specs) - 1} more" if len(specs) > 1 else specs[0].name
+        models, self.states = [], []
+        for member in specs:
+            torch.manual_seed(member.seed)
+            models.append(build_model(member, params, init).to(compute.device).train())
+            self.states.append(smart.rng_state(compute.device))
+        self.stacked = StackedModel(models, attention)
+        del models
+        self.model = self.stacked.holder.train()
+        self.settings = smart_settings(specs[0], params)
+        self.lambda_s = tuple(member.lambda_s for member in specs)  # each member's weight of its adversarial term
+        self.surgery = params.surgery.reduction if specs[0].surgery else None
+        self.surgery_rngs = [torch.Generator().manual_seed(member.seed) for member in specs]
+        self.plans = [run_plan(member, params, train_data) for member in specs]
+        shape = [len(epoch) for epoch in self.plans[0]]
+        if any([len(epoch) for epoch in plan] != shape for plan in self.plans):
+            raise NotImplementedError("the members' plans differ in length: a sequential fraction of a task")
+        self.run_id = hashlib.sha256("".join(fingerprint(member, params) for member in specs).encode()).hexdigest()[:16]
+
+    @property
+    def members(self) -> int:
+        return len(self.specs)
+
+    def gradients(self, steps: list[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures], teacher,
+                  terms: list[StepTerms], diagnose: bool) -> None:
+        group_step(self, steps, train_data, teacher, terms, self.compute.autocast,
+                   diagnose=diagnose and self.settings is not None)
+
+    def clip(self, max_norm: float) -> None:
+        clip_per_member(self.model, max_norm)
+
+    @torch.no_grad()
+    def fit_probe(self, task: str, features: TaskFeatures, rows: Sequence[np.ndarray], batch_size: int, teacher,
+                  extra: TaskFeatures | None = None) -> None:
+        """Each member's ``task`` head as a run's is fitted (smartmtl.train.probe), on its own rows and
+        ``extra``, in the stack and in the teacher, which reads the student's heads."""
+        owners = [self.model] + ([teacher.model] if teacher is not None else [])
+        for index, member_rows in enumerate(rows):
+            fitted = probe.fitted_head(self.stacked.view(index), task, features, member_rows, batch_size,
+                                       self.compute.device, self.compute.autocast, extra)
+            if fitted is not None:
+                for owner in owners:
+                    owner.heads[task].weight[index].copy_(fitted[0])
+                    owner.heads[task].bias[index].copy_(fitted[1])
+
+    def score(self, dev: dict[str, TaskFeatures], batch_size: int) -> list[dict[str, float]]:
+        return [evaluate(self.stacked.view(index), dev, batch_size, self.compute.device, self.compute.autocast)[0]
+                for index in range(self.members)]
+
+    def models(self) -> list[MultitaskModel]:
+        return [self.stacked.member(index).train() for index in range(self.members)]
+
+    def random_state(self) -> dict[str, Tensor]:
+        return {"torch_rng": torch.get_rng_state(), "member_rngs": torch.stack(self.states),
+                "surgery_rngs": torch.stack([rng.get_state() for rng in self.surgery_rngs])}
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        self.states = [row.clone() for row in state["member_rngs"]]  # a generator takes a tensor of its own
+        for rng, rng_state in zip(self.surgery_rngs, state["surgery_rngs"], strict=True):
+            rng.set_state(rng_state.clone())
 
 
-def group_objective(group: Group, task: str, members: list[int], batches) -> Tensor:
-    """The sum over ``members`` of each one's task_objective (smartmtl.train.loop) on its own batch."""
+def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms: list[StepTerms], task: str,
+                    members: list[int], batches, diagnose: bool = False) -> Tensor:
+    """The sum over ``members`` of each one's task_objective (smartmtl.train.loop) on its own batch,
+    with SMART's diagnostics where ``diagnose`` (each member's, as its run alone logs them)."""
     segments, labels, lengths = stack_batches(batches)
-    index = None if members == list(range(group.stacked.members)) else torch.tensor(members, device=group.device)
+    index = None if members == list(range(group.stacked.members)) else torch.tensor(members, device=group.compute.device)
     params = group.stacked.parameters(members=index)
     settings = group.settings
     site = settings.site if settings is not None else None
     # As in task_objective: every forward of the step draws the clean forward's dropout masks
     # (each member its own, vmap's randomness="different"); nothing is drawn with dropout 0.
-    same_dropout = smart.SameDropout(group.device) if settings is not None else None
+    same_dropout = smart.SameDropout(group.compute.device) if settings is not None else None
     output, clean_inputs = group.stacked.run(params, task, segments, site)
     losses = vmap(functools.partial(task_loss, task))(output, labels)
     for g, member in enumerate(members):
-        group.terms[member].add(f"loss_{task}", losses[g])
+        terms[member].add(f"loss_{task}", losses[g])
     objective = losses
     if settings is None:
         return objective.sum()
     divergence = TASKS[task].divergence
+    rows = torch.tensor(members, device=group.compute.device)
+    shared = group.stacked.holder.shared_parameters()
     if any(weight > 0 for weight in group.lambda_s):
         per_member, site_proxy = _PerMember(divergence), _Site()
         token_masks = [segment["attention_mask"] for segment in segments]
@@ -311,24 +399,51 @@ def group_objective(group: Group, task: str, members: list[int], batches) -> Ten
             deltas = [site_proxy(torch.zeros_like(x)) for x in clean_inputs]  # the hook adds adversarial_term's
             return group.stacked.run(params, task, segments, site, deltas)[0]
 
-        smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
-                               settings.perturbation, token_masks, same_dropout,
-                               noise=MemberNoise(group.states, members, lengths, group.device))
+        _, deltas = smart.adversarial_term(perturbed, site_proxy, list(clean_inputs), output, per_member,
+                                           settings.perturbation, token_masks, same_dropout,
+                                           noise=MemberNoise(group.states, members, lengths, group.compute.device))
+        diagnostics = {}
+        if diagnose:
+            same_dropout.replay()
+            with torch.no_grad():  # the same forward without the perturbation: dropout and rounding
+                diagnostics[f"smart_floor_{task}"] = vmap(divergence)(group.stacked.run(params, task, segments)[0],
+                                                                      output)
+            diagnostics[f"smart_delta_{task}"] = vmap(functools.partial(smart.relative_size,
+                                                                        norm=settings.perturbation.norm))(
+                deltas, list(clean_inputs), token_masks)
+            diagnostics[f"smart_grad_ratio_{task}"] = _gradient_ratios(per_member.last, losses, shared, rows)
         for g, member in enumerate(members):
-            group.terms[member].add(f"smart_{task}", per_member.last[g])
-        weights = torch.tensor([group.lambda_s[m] for m in members], device=group.device)
+            terms[member].add(f"smart_{task}", per_member.last[g])
+            for name, values in diagnostics.items():
+                terms[member].add(name, values[g])
+        weights = torch.tensor([group.lambda_s[m] for m in members], device=group.compute.device)
         objective = objective + weights * per_member.last
-    if group.teacher is not None and settings.mu > 0:
+    if teacher is not None and settings.mu > 0:
         same_dropout.replay()
         with torch.no_grad():
-            teacher_params = group.stacked.parameters(group.teacher.model, index)
+            teacher_params = group.stacked.parameters(teacher.model, index)
             taught = group.stacked.run(teacher_params, task, segments)[0]
         bregman = vmap(functools.partial(smart.bregman_loss, divergence=divergence))(output, taught)
+        ratios = _gradient_ratios(bregman, losses, shared, rows) if diagnose else None
         for g, member in enumerate(members):
-            group.terms[member].add(f"bregman_{task}", bregman[g])
+            terms[member].add(f"bregman_{task}", bregman[g])
+            if ratios is not None:
+                terms[member].add(f"bregman_grad_ratio_{task}", ratios[g])
         objective = objective + settings.mu * bregman
     same_dropout.close()
     return objective.sum()
+
+
+def _gradient_ratios(term: Tensor, loss: Tensor, shared: Sequence[Tensor], rows: Tensor) -> Tensor:
+    """train.loop's gradient ratio for each member in ``rows``: ||grad term|| / ||grad loss|| over
+    its encoder's parameters (the members are independent, so the gradient of the sum over them
+    holds each one's in its row), without touching .grad."""
+    norms = []
+    for value in (term, loss):
+        grads = torch.autograd.grad(value.sum(), shared, retain_graph=True, allow_unused=True)
+        norms.append(torch.sqrt(sum(g[rows].reshape(len(rows), -1).float().pow(2).sum(dim=1)
+                                    for g in grads if g is not None)))
+    return norms[0] / norms[1].clamp_min(1e-30)
 
 
 def clip_per_member(stacked: nn.Module, max_norm: float) -> Tensor:
@@ -349,7 +464,7 @@ def _flat_per_member(params: Sequence[Tensor]) -> Tensor:
                       for p in params], dim=1)
 
 
-def _surgery(group: Group, shared: Sequence[Tensor], task_grads: list[Tensor]) -> None:
+def _surgery(group: StackedRuns, terms: list[StepTerms], shared: Sequence[Tensor], task_grads: list[Tensor]) -> None:
     """PCGrad for each member (pcgrad.project_conflicting with its own generator), written into
     the stacked gradients as pcgrad.surgery_backward writes a run's; its cosines logged."""
     combined = []
@@ -358,8 +473,8 @@ def _surgery(group: Group, shared: Sequence[Tensor], task_grads: list[Tensor]) -
         combined.append(pcgrad.project_conflicting(grads, group.surgery_rngs[member], group.surgery))
         cosines = pcgrad.pairwise_cosines(grads)
         if len(cosines):
-            group.terms[member].add("surgery_conflict", (cosines < 0).any().float())
-            group.terms[member].add("surgery_cosine", cosines.mean())
+            terms[member].add("surgery_conflict", (cosines < 0).any().float())
+            terms[member].add("surgery_cosine", cosines.mean())
     flat, offset = torch.stack(combined), 0
     for p in shared:
         size = p[0].numel()
@@ -367,8 +482,8 @@ def _surgery(group: Group, shared: Sequence[Tensor], task_grads: list[Tensor]) -
         offset += size
 
 
-def group_step(group: Group, steps: list[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures],
-               autocast) -> None:
+def group_step(group: StackedRuns, steps: list[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures],
+               teacher: smart.EmaTeacher | None, terms: list[StepTerms], autocast, diagnose: bool = False) -> None:
     """One optimizer step's gradients for every member (``steps[m]``: member m's batches). With
     surgery each task's shared-encoder gradients are set aside and combined per member."""
     shared = group.stacked.holder.shared_parameters()
@@ -381,14 +496,14 @@ def group_step(group: Group, steps: list[dict[str, np.ndarray]], train_data: dic
         for member, batches in enumerate(steps):
             by_rows.setdefault(len(batches[task]), []).append(member)
         for members in by_rows.values():
-            batches = [train_data[task].batch(steps[m][task], group.device) for m in members]
+            batches = [train_data[task].batch(steps[m][task], group.compute.device) for m in members]
             with autocast():
-                objective = group_objective(group, task, members, batches)
+                objective = group_objective(group, teacher, terms, task, members, batches, diagnose)
             objective.backward()
         if group.surgery:
             task_grads.append(_flat_per_member(shared))
     if group.surgery:
-        _surgery(group, shared, task_grads)
+        _surgery(group, terms, shared, task_grads)
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -432,127 +547,31 @@ def named_group(params: Params, name: str, seeds: Sequence[int] | None = None) -
     return specs
 
 
-@dataclass
-class FusedTraining:
-    """A group ready to train: the stacked members, their optimizer, schedule and teacher."""
-
-    group: Group
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    grad_clip: float
-
-    def step(self, steps: Sequence[dict[str, np.ndarray]], train_data: dict[str, TaskFeatures], autocast) -> None:
-        """One optimizer step of every member (``steps[m]``: member m's batches), as train.train makes it."""
-        holder = self.group.stacked.holder
-        self.optimizer.zero_grad(set_to_none=True)
-        group_step(self.group, list(steps), train_data, autocast)
-        if self.grad_clip:
-            clip_per_member(holder, self.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.group.teacher is not None:
-            self.group.teacher.update(holder)
-
-
-def start_group(specs: Sequence[RunSpec], params: Params, device: torch.device, total_steps: int,
-                attention: str | None = "eager", init: Path | None = None) -> FusedTraining:
-    """Build each member as train.train builds its run (seeded, then build_model), stack them, and
-    give the stack one AdamW (two groups: encoder and heads), the schedule and the EMA teacher."""
-    check_group(specs)
-    tp = params.train
-    models, states = [], []
-    for member in specs:
-        torch.manual_seed(member.seed)
-        models.append(build_model(member, params, init).to(device).train())
-        states.append(smart.rng_state(device))
-    stacked = StackedModel(models, attention)
-    del models
-    holder = stacked.holder.train()
-    optimizer = torch.optim.AdamW([{"params": list(holder.encoder.parameters()), "lr": tp.lr},
-                                   {"params": list(holder.heads.parameters()), "lr": tp.head_lr}],
-                                  betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
-    scheduler = learning_rate_schedule(optimizer, total_steps, tp.warmup, tp.decay)
-    settings = smart_settings(specs[0], params)
-    teacher = None
-    if settings is not None and settings.mu > 0:
-        sp = params.smart
-        teacher = smart.EmaTeacher(holder, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
-    surgery = params.surgery.reduction if specs[0].surgery else None
-    group = Group(stacked, teacher, settings, states, [StepTerms() for _ in specs], device,
-                  tuple(member.lambda_s for member in specs), surgery,
-                  [torch.Generator().manual_seed(member.seed) for member in specs])
-    return FusedTraining(group, optimizer, scheduler, tp.grad_clip)
-
-
 def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[str, TaskFeatures]],
                 compute: Compute, *, init: Path | None = None, logs: Sequence[TrainingLog] | None = None,
-                attention: str | None = "eager", log_every: int | None = None) -> list[MultitaskModel]:
+                attention: str | None = "eager", log_every: int | None = None, resume_dir: Path | None = None,
+                stop_after_epochs: int | None = None) -> list[MultitaskModel]:
     """Train the runs ``specs`` (one configuration, several seeds) as one fused model and return
-    each run's model: what :func:`smartmtl.train.train` returns for each, run by run, from the
-    same ``init`` checkpoint. ``attention``: the encoder's attention implementation inside vmap
-    (None: the model's own); ``log_every``: optimizer steps between the losses' log points
-    (by default, as train.train, about LOG_POINTS in all)."""
-    check_group(specs)
-    tp = params.train
-    train_data, dev_data = data["train"], data["dev"]
-    spec = specs[0]
-    tasks = tasks_of(spec.schedule)
-    logs = list(logs) if logs is not None else [TrainingLog() for _ in specs]
-    sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
-    plans = [build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, member.seed,
-                        epochs=spec.epochs, sequential_epochs=sequential_epochs) for member in specs]
-    shape = [len(epoch) for epoch in plans[0]]
-    if any([len(epoch) for epoch in plan] != shape for plan in plans):
-        raise NotImplementedError("the members' plans differ in length: a sequential fraction of a task")
-    total_steps = sum(shape)
-    training = start_group(specs, params, compute.device, total_steps, attention, init)
-    group = training.group
-    log_every = log_every or max(1, total_steps // LOG_POINTS)
-
-    # Every member's task begins at the same step: their plans have one shape.
-    probe_at = {} if tp.head_init == "random" else probe.first_steps(plans[0], pretrained_heads(init))
-
-    step = 0
-    for epoch in range(len(shape)):
-        group.terms = [StepTerms() for _ in specs]
-        for steps in zip(*(plan[epoch] for plan in plans), strict=True):
-            for task in (t for t, s in probe_at.items() if s == step):
-                probe_heads(group, task, train_data[task], [probe.planned_rows(plan, task) for plan in plans],
-                            tp.eval_batch_size, compute, data.get(PROBE_SPLIT, {}).get(task))
-            training.step(steps, train_data, compute.autocast)
-            step += 1
-            if step % log_every == 0:
-                for log, terms in zip(logs, group.terms, strict=True):
-                    log.steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
-        last = epoch == len(shape) - 1
-        for member, (log, terms) in enumerate(zip(logs, group.terms, strict=True)):
-            metrics = {} if last else evaluate(group.stacked.member(member).eval(),
-                                               _dev_subset(dev_data, tasks, tp.epoch_eval_rows),
-                                               tp.eval_batch_size, compute.device, compute.autocast)[0]
-            log.epoch(epoch, step, {**{f"dev/{k}": v for k, v in metrics.items()},
-                                    **{f"train/{k}": v for k, v in terms.means().items()}})
-    return [group.stacked.member(member).train() for member in range(len(specs))]
+    each run's model: what :func:`smartmtl.train.loop.train` returns for each, run by run, from
+    the same ``init`` checkpoint. ``attention``: the encoder's attention implementation inside
+    vmap (None: the model's own); the rest as train_runs takes it."""
+    runs = StackedRuns(specs, params, data["train"], compute, init, attention)
+    return train_runs(runs, params, data, compute, resume_dir=resume_dir, logs=logs,
+                      stop_after_epochs=stop_after_epochs, log_every=log_every).models
 
 
-@torch.no_grad()
-def probe_heads(group: Group, task: str, features: TaskFeatures, rows: Sequence[np.ndarray], batch_size: int,
-                compute: Compute, extra: TaskFeatures | None = None) -> None:
-    """Each member's ``task`` head as train.train fits it (smartmtl.train.probe), on its own rows and
-    ``extra``, in the stack and in the teacher, which reads the student's heads."""
-    owners = [group.stacked.holder] + ([group.teacher.model] if group.teacher is not None else [])
-    for index, member_rows in enumerate(rows):
-        member = group.stacked.member(index)
-        if probe.fit_head(member, task, features, member_rows, batch_size, compute.device, compute.autocast, extra):
-            for name, fitted in member.heads[task].named_parameters():
-                for owner in owners:
-                    owner.heads[task].get_parameter(name)[index].copy_(fitted)
+def group_resume_dir(specs: Sequence[RunSpec], layout: Layout) -> Path:
+    """Where a group keeps its resume checkpoint: named by its runs, so that the same group finds it."""
+    names = hashlib.sha256(" ".join(spec.name for spec in specs).encode()).hexdigest()[:12]
+    return layout.resume_dir(f"group-{names}")
 
 
-def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -> list[dict]:
+def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout(),
+              stop_after_epochs: int | None = None) -> list[dict]:
     """Train the runs ``specs`` (one configuration, several seeds) as one fused model and write
-    each run's outputs as :func:`smartmtl.runner.run` writes them; each record's
-    ``train_seconds`` is its share of the group's, and ``group`` its size."""
+    each run's outputs as :func:`smartmtl.train.runner.run` writes them; each record's
+    ``train_seconds`` is its share of the group's, and ``group`` its size. A group killed
+    mid-way resumes from its last finished epoch when started again."""
     # Imported here: the runner writes DVCLive folders, and training a group (the GPU bench,
     # train_group) needs neither it nor dvclive.
     from smartmtl.train.runner import LiveLog, pretrained_init, score_and_save
@@ -562,10 +581,19 @@ def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -
     compute = resolve_compute(params.train.precision, params.train.device)
     started = time.perf_counter()
     logs = [LiveLog(layout.live_dir(spec.name)) for spec in specs]
-    models = train_group(specs, params, features, compute, init=init, logs=logs)
+    resume_dir = group_resume_dir(specs, layout)
+    runs = StackedRuns(specs, params, features["train"], compute, init)
+    trained = train_runs(runs, params, features, compute, resume_dir=resume_dir, logs=logs,
+                         stop_after_epochs=stop_after_epochs)
+    if stop_after_epochs is not None:
+        for log in logs:
+            log.end()
+        return []
     timing = {"train_seconds": round((time.perf_counter() - started) / len(specs), 1), "group": len(specs)}
-    return [score_and_save(spec, params, layout, model, features, compute, run_log, timing)
-            for spec, model, run_log in zip(specs, models, logs, strict=True)]
+    records = [score_and_save(spec, params, layout, model, history, features, compute, run_log, timing)
+               for spec, model, history, run_log in zip(specs, trained.models, trained.histories, logs, strict=True)]
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    return records
 
 
 def run_named_group(params: Params, name: str, seeds: Sequence[int] | None = None,

@@ -1,4 +1,4 @@
-"""The training loop: read it top to bottom in :func:`train`.
+"""The training loop, for one run or a fused group of runs: read it top to bottom in :func:`train_runs`.
 
 One optimizer step trains every task of the plan's step. Each task's loss is the paper's
 task loss, plus lambda_s times the smoothness-inducing adversarial term and mu times the
@@ -13,6 +13,12 @@ last finished epoch and ends the same. The last epoch's model is scored by the c
 runner (:mod:`smartmtl.train.runner`), which owns the run: its device, its outputs, its log.
 Under torchrun each process trains its slice of every batch (:mod:`smartmtl.train.distributed`);
 the caller runs :func:`train` inside :func:`smartmtl.distributed.process_group`.
+
+What trains is an object with a few members (:class:`SingleRun`'s docstring): one run's model
+here, or several runs stacked into one vmapped model (``smartmtl.fused.group.StackedRuns``, which
+this module does not import: no stage's code depends on the fused group's). Everything else,
+the optimizer, the schedule, the EMA teacher, the probes, the logs, the dev scores and resume,
+is this loop's, the same for both.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +186,114 @@ def step_gradients(model, teacher, batches: dict[str, np.ndarray], train_data: d
         distributed.average_gradients(model)
 
 
-# --- resume checkpoints -------------------------------------------------------------------
+# --- what trains: one run ------------------------------------------------------------------
+
+class SingleRun:
+    """One run, one model: what :func:`train_runs` trains for :func:`train` and the runner.
+
+    The loop asks what trains of one run or of a fused group (smartmtl.fused.group.StackedRuns)
+    through the same few members: ``specs`` and ``plans`` (one per run), ``model`` (the module
+    whose parameters the optimizer, the teacher and resume see), ``gradients``, ``clip``,
+    ``fit_probe``, ``score`` (a list, one scores dict per run), ``models`` and the random state
+    a resumed run must continue from."""
+
+    def __init__(self, spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], compute: Compute,
+                 init: Path | None = None):
+        self.specs, self.name, self.compute, self.init = [spec], spec.name, compute, init
+        torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
+        self.model = build_model(spec, params, init).to(compute.device)
+        distributed.broadcast_parameters(self.model)
+        self.model.train()
+        self.settings = smart_settings(spec, params)
+        self.surgery = params.surgery.reduction if spec.surgery else None
+        self.surgery_rng = torch.Generator().manual_seed(spec.seed)
+        self.plans = [run_plan(spec, params, train_data)]
+        self.run_id = fingerprint(spec, params)
+
+    def gradients(self, steps: list[dict[str, np.ndarray]], train_data, teacher, terms: list[StepTerms],
+                  diagnose: bool) -> None:
+        step_gradients(self.model, teacher, steps[0], train_data, self.settings, self.surgery, terms[0],
+                       self.compute.device, self.compute.autocast, self.surgery_rng,
+                       diagnose=diagnose and self.settings is not None)
+
+    def clip(self, max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def fit_probe(self, task: str, features: TaskFeatures, rows: list[np.ndarray], batch_size: int, teacher,
+                  extra: TaskFeatures | None = None) -> None:
+        _probe_head(self.model, teacher, task, features, rows[0], batch_size, self.compute, extra)
+
+    def score(self, dev: dict[str, TaskFeatures], batch_size: int) -> list[dict[str, float]]:
+        return [evaluate(self.model, dev, batch_size, self.compute.device, self.compute.autocast)[0]]
+
+    def models(self) -> list[MultitaskModel]:
+        return [self.model]
+
+    def random_state(self) -> dict[str, torch.Tensor]:
+        return {"torch_rng": torch.get_rng_state(), "surgery_rng": self.surgery_rng.get_state()}
+
+    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        self.surgery_rng.set_state(state["surgery_rng"])
+
+
+def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, compute,
+                extra: TaskFeatures | None = None) -> None:
+    started = time.perf_counter()
+    if probe.fit_head(model, task, features, rows, batch_size, compute.device, compute.autocast, extra):
+        distributed.broadcast_parameters(model.heads[task])
+        if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
+            teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
+        logger.info("%s head: probe fitted on %d rows (%d trained on, %d only probed; %.1f s)", task,
+                    len(rows) + len(extra or ()), len(rows), len(extra or ()), time.perf_counter() - started)
+
+
+def run_plan(spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures]):
+    """The run's batches, epoch by epoch (smartmtl.train.schedules.build_plan), in its seed's order."""
+    tp = params.train
+    # Only sequential runs read train.sequential_epochs: dvc.yaml declares it for their stage alone.
+    sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
+    return build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks_of(spec.schedule)}, tp.batch_size,
+                      spec.seed, epochs=spec.epochs, sequential_epochs=sequential_epochs)
+
+
+def pretrained_heads(init: Path | None) -> tuple[str, ...]:
+    """The heads a run's starting checkpoint trained: the QQP pretraining's (``init`` is its
+    checkpoint, the only one a run starts from)."""
+    return tasks_of("pretrain") if init is not None else ()
+
+
+def build_optimizer(model: torch.nn.Module, params: Params, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the encoder and the heads, each at its learning rate: the heads start from
+    random weights (or a probe's), the encoder from a trained checkpoint. For a fused group
+    ``model`` holds the stacked parameters: AdamW is elementwise, so it is one AdamW per member."""
+    tp = params.train
+    # fused: one kernel for all parameters, several times faster than the loop over them.
+    return torch.optim.AdamW([{"params": list(model.encoder.parameters()), "lr": tp.lr},
+                              {"params": list(model.heads.parameters()), "lr": tp.head_lr}],
+                             betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay,
+                             fused=device.type in ("cpu", "cuda"))
+
+
+# --- what the loop keeps of each run, and resume checkpoints --------------------------------
+
+@dataclass
+class RunHistory:
+    """What the loop measured of one run: each epoch's record (its dev scores but after the
+    last epoch, its mean training terms, ``train/seconds``), and ``dev_start``: each task's
+    score on the whole dev split right before the first step that trained it."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    dev_start: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Trained:
+    """What :func:`train_runs` returns: each run's model and history, in the runs' order."""
+
+    models: list[MultitaskModel]
+    histories: list[RunHistory]
+
 
 def fingerprint(spec: RunSpec, params: Params) -> str:
     """A resume checkpoint is only used by the very run that wrote it."""
@@ -188,56 +301,59 @@ def fingerprint(spec: RunSpec, params: Params) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_resume(directory: Path, history: list[dict], model, optimizer, scheduler, teacher, run_id: str,
-                surgery_rng: torch.Generator) -> None:
+def save_resume(directory: Path, runs, histories: list[RunHistory], optimizer, scheduler, teacher) -> None:
     staging = directory.with_name(directory.name + ".saving")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_model(model, staging / "model.safetensors")
+    save_model(runs.model, staging / "model.safetensors")
     if teacher is not None:
         save_model(teacher.model, staging / "teacher.safetensors")
     # Tensors and plain values only, so that it loads with weights_only (no unpickling of code).
-    torch.save({"history": history, "run_id": run_id, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "surgery_rng": surgery_rng.get_state()}, staging / "state.pt")
+    torch.save({"history": [asdict(history) for history in histories], "run_id": runs.run_id,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "random": runs.random_state()}, staging / "state.pt")
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
 
 
-def load_resume(directory: Path, model, optimizer, scheduler, teacher, run_id: str,
-                surgery_rng: torch.Generator) -> list[dict]:
-    """Restore the last finished epoch; return the logged metrics of the epochs done."""
+def load_resume(directory: Path, runs, optimizer, scheduler, teacher) -> list[RunHistory] | None:
+    """Restore the last finished epoch; return each run's history of the epochs done (None: start afresh)."""
     state_file = directory / "state.pt"
     if not state_file.exists():
-        return []
+        return None
     state = torch.load(state_file, weights_only=True)
-    if state["run_id"] != run_id:
+    if state["run_id"] != runs.run_id or "random" not in state:  # "random": from before groups resumed
         logger.info("ignoring %s: it was written with other parameters", directory)
-        return []
-    model.load_state_dict(load_file(directory / "model.safetensors"))
+        return None
+    runs.model.load_state_dict(load_file(directory / "model.safetensors"))
     if teacher is not None:
         teacher.model.load_state_dict(load_file(directory / "teacher.safetensors"))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    surgery_rng.set_state(state["surgery_rng"])
-    logger.info("resuming %s after epoch %d", directory, len(state["history"]))
-    return state["history"]
+    runs.set_random_state(state["random"])
+    histories = [RunHistory(**history) for history in state["history"]]
+    logger.info("resuming %s after epoch %d", directory, len(histories[0].epochs))
+    return histories
 
 
 # --- the loop -----------------------------------------------------------------------------
 
 class TrainingLog:
-    """Where the loop reports; this one forgets everything (the runner's writes DVCLive).
+    """Where the loop reports on one run; this one forgets everything (the runner's writes DVCLive).
 
     ``steps(step, terms)``: the training terms' means over the last few optimizer steps,
     LOG_POINTS times per run, so that curves are curves even for one-epoch runs.
+    ``start(step, epoch, scores)``: a task's whole-dev score right before the first step that
+    trains it (``epoch``: the epochs completed by then).
     ``epoch(epoch, step, metrics)``: at each epoch's end, its dev scores (none after the last
     epoch: the caller scores that model) and its mean training terms.
     ``end(dev_scores)``: from the caller once the run is over, with the final model's dev
     scores when it scored it."""
 
     def steps(self, step: int, terms: dict[str, float]) -> None:
+        pass
+
+    def start(self, step: int, epoch: int, scores: dict[str, float]) -> None:
         pass
 
     def epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
@@ -247,107 +363,108 @@ class TrainingLog:
         pass
 
 
-def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]], compute: Compute, *,
-          init: Path | None = None, resume_dir: Path | None = None, log: TrainingLog = TrainingLog(),
-          stop_after_epochs: int | None = None) -> MultitaskModel:
-    """Train ``spec`` on ``data["train"]``, scoring ``train.epoch_eval_rows`` rows of
-    ``data["dev"]`` after each epoch but the last, and return the trained model."""
+def train_runs(runs, params: Params, data: dict[str, dict[str, TaskFeatures]], compute: Compute, *,
+               resume_dir: Path | None = None, logs: list[TrainingLog] | None = None,
+               stop_after_epochs: int | None = None, log_every: int | None = None) -> Trained:
+    """Train ``runs`` (a :class:`SingleRun`, or a fused group's StackedRuns) on ``data["train"]``,
+    scoring ``train.epoch_eval_rows`` rows of ``data["dev"]`` after each epoch but the last and
+    each task on its whole dev split before its first step; return the models and histories.
+    ``logs``: one per run; ``log_every``: optimizer steps between the terms' log points (by
+    default about LOG_POINTS in all)."""
     tp = params.train
-    torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
-    device, autocast = compute.device, compute.autocast
     train_data, dev_data, probe_only = data["train"], data["dev"], data.get(PROBE_SPLIT, {})
-    tasks = tasks_of(spec.schedule)
+    tasks = tasks_of(runs.specs[0].schedule)
+    logs = list(logs) if logs is not None else [TrainingLog() for _ in runs.specs]
+    main_process = distributed.is_main_process()
 
-    model = build_model(spec, params, init).to(device)
-    distributed.broadcast_parameters(model)
-    model.train()
-    # The heads start from random weights (or a probe's, fitted below), the encoder from a
-    # trained checkpoint: two learning rates.
-    # fused: one kernel for all parameters, several times faster than the loop over them.
-    optimizer = torch.optim.AdamW([{"params": list(model.encoder.parameters()), "lr": tp.lr},
-                                   {"params": list(model.heads.parameters()), "lr": tp.head_lr}],
-                                  betas=tp.betas, eps=tp.eps, weight_decay=tp.weight_decay, fused=True)
-    # Only sequential runs read train.sequential_epochs: dvc.yaml declares it for their stage alone.
-    sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
-    plan = build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, spec.seed,
-                      epochs=spec.epochs, sequential_epochs=sequential_epochs)
-    total_steps = sum(len(epoch) for epoch in plan)
+    plans = runs.plans
+    plan = plans[0]  # every run's plan has this shape: its epochs, and in each its steps' tasks
+    epoch_ends = np.cumsum([len(epoch) for epoch in plan])
+    epoch_starts = epoch_ends - [len(epoch) for epoch in plan]
+    total_steps = int(epoch_ends[-1])
+    optimizer = build_optimizer(runs.model, params, compute.device)
     scheduler = learning_rate_schedule(optimizer, total_steps, tp.warmup, tp.decay)
-    settings = smart_settings(spec, params)
     teacher = None
-    if settings is not None and settings.mu > 0:
+    if runs.settings is not None and runs.settings.mu > 0:
         sp = params.smart
-        teacher = smart.EmaTeacher(model, smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
-    surgery = params.surgery.reduction if spec.surgery else None
-    surgery_rng = torch.Generator().manual_seed(spec.seed)
+        teacher = smart.EmaTeacher(runs.model,
+                                   smart.teacher_beta(sp.teacher_horizon, total_steps, sp.teacher_beta_min))
+    # Each task is scored on its whole dev split right before the first step that trains it
+    # (``starts``: step -> the tasks that begin there), after its head is fitted (``probe_at``;
+    # a head the starting checkpoint trained is kept).
+    starts: dict[int, list[str]] = {}
+    for task, first in probe.first_steps(plan).items():
+        starts.setdefault(first, []).append(task)
+    probe_at = {} if tp.head_init == "random" else probe.first_steps(plan, pretrained_heads(runs.init))
 
-    run_id = fingerprint(spec, params)
-    history = load_resume(resume_dir, model, optimizer, scheduler, teacher, run_id, surgery_rng) \
-        if resume_dir else []
-    for epoch, metrics in enumerate(history):  # the log starts afresh: give it the epochs done
-        log.epoch(epoch, sum(len(e) for e in plan[:epoch + 1]), metrics)
-    done = len(history)
+    histories = load_resume(resume_dir, runs, optimizer, scheduler, teacher) if resume_dir else None
+    histories = histories or [RunHistory() for _ in runs.specs]
+    done = len(histories[0].epochs)  # a resumed run has passed the starts and probes of its epochs done
     step = sum(len(epoch) for epoch in plan[:done])
-    log_every = max(1, total_steps // LOG_POINTS)
-    # Each head is fitted at its task's first step (a resumed run has passed those of the tasks begun).
-    probe_at = {} if tp.head_init == "random" else probe.first_steps(plan, pretrained_heads(init))
+    for epoch in range(done):  # the logs start afresh: give them what was logged before
+        for history, log in zip(histories, logs, strict=True):
+            for first, begun in sorted(starts.items()):
+                if epoch_starts[epoch] <= first < epoch_ends[epoch]:
+                    log.start(first, epoch, {f"dev/{task}": history.dev_start[task] for task in begun})
+            log.epoch(epoch, int(epoch_ends[epoch]), history.epochs[epoch])
+    log_every = log_every or max(1, total_steps // LOG_POINTS)
 
     for epoch in range(done, len(plan)):
-        terms, started = StepTerms(), time.perf_counter()
-        progress = Progress(f"{spec.name} epoch {epoch + 1}/{len(plan)}", len(plan[epoch]), terms.task_loss,
-                            enabled=distributed.is_main_process())
-        for batches in plan[epoch]:
+        terms, started = [StepTerms() for _ in runs.specs], time.perf_counter()
+        progress = Progress(f"{runs.name} epoch {epoch + 1}/{len(plan)}", len(plan[epoch]), terms[0].task_loss,
+                            enabled=main_process)
+        for steps in zip(*(p[epoch] for p in plans), strict=True):
             for task in (t for t, s in probe_at.items() if s == step):
-                _probe_head(model, teacher, task, train_data[task], probe.planned_rows(plan, task), tp, compute,
-                            probe_only.get(task))
+                runs.fit_probe(task, train_data[task], [probe.planned_rows(p, task) for p in plans],
+                               tp.eval_batch_size, teacher, probe_only.get(task))
+            if step in starts:  # where training these tasks starts from
+                begun = {task: dev_data[task] for task in starts[step]}
+                for history, log, scores in zip(histories, logs, runs.score(begun, tp.eval_batch_size), strict=True):
+                    history.dev_start.update({task: scores[task] for task in begun})
+                    if main_process:
+                        log.start(step, epoch, {f"dev/{task}": scores[task] for task in begun})
             optimizer.zero_grad(set_to_none=True)
-            step_gradients(model, teacher, batches, train_data, settings, surgery, terms, device, autocast,
-                           surgery_rng, diagnose=settings is not None and step % DIAGNOSE_EVERY == 0)
+            runs.gradients(list(steps), train_data, teacher, terms, diagnose=step % DIAGNOSE_EVERY == 0)
             if tp.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
+                runs.clip(tp.grad_clip)
             optimizer.step()
             scheduler.step()
             if teacher is not None:
-                teacher.update(model)
+                teacher.update(runs.model)
             step += 1
-            if step % log_every == 0 and distributed.is_main_process():
-                log.steps(step, {f"train/{k}": v for k, v in terms.window_means().items()})
-            progress.step(sum(len(indices) for indices in batches.values()))
+            if step % log_every == 0 and main_process:
+                for log, run_terms in zip(logs, terms, strict=True):
+                    log.steps(step, {f"train/{k}": v for k, v in run_terms.window_means().items()})
+            progress.step(sum(len(indices) for batches in steps for indices in batches.values()))
         progress.close()
 
         last = epoch == len(plan) - 1
-        metrics = {} if last else evaluate(model, _dev_subset(dev_data, tasks, tp.epoch_eval_rows),
-                                           tp.eval_batch_size, device, autocast)[0]
-        seconds = time.perf_counter() - started
-        history.append({**{f"dev/{k}": v for k, v in metrics.items()},
-                        **{f"train/{k}": v for k, v in terms.means().items()}, "train/seconds": seconds})
-        if distributed.is_main_process():
-            logger.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
-                        ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "trained", seconds)
-            log.epoch(epoch, step, history[-1])
-            # Not after the last epoch: the runner saves the model and removes the resume directory.
-            if resume_dir and not last:
-                save_resume(resume_dir, history, model, optimizer, scheduler, teacher, run_id, surgery_rng)
+        scores = [{} for _ in runs.specs] if last else runs.score(_dev_subset(dev_data, tasks, tp.epoch_eval_rows),
+                                                                  tp.eval_batch_size)
+        seconds = (time.perf_counter() - started) / len(runs.specs)  # each run's share of the epoch
+        for spec, history, log, run_terms, metrics in zip(runs.specs, histories, logs, terms, scores, strict=True):
+            history.epochs.append({**{f"dev/{k}": v for k, v in metrics.items()},
+                                   **{f"train/{k}": v for k, v in run_terms.means().items()},
+                                   "train/seconds": seconds})
+            if main_process:
+                logger.info("%s epoch %d/%d: %s (%.0f s)", spec.name, epoch + 1, len(plan),
+                            ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "trained", seconds)
+                log.epoch(epoch, step, history.epochs[-1])
+        # Not after the last epoch: the runner saves the models and removes the resume directory.
+        if resume_dir and not last and main_process:
+            save_resume(resume_dir, runs, histories, optimizer, scheduler, teacher)
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
-    return model
+    return Trained(runs.models(), histories)
 
 
-def pretrained_heads(init: Path | None) -> tuple[str, ...]:
-    """The heads a run's starting checkpoint trained: the QQP pretraining's (``init`` is its
-    checkpoint, the only one a run starts from)."""
-    return tasks_of("pretrain") if init is not None else ()
-
-
-def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, tp, compute,
-                extra: TaskFeatures | None = None) -> None:
-    started = time.perf_counter()
-    if probe.fit_head(model, task, features, rows, tp.eval_batch_size, compute.device, compute.autocast, extra):
-        distributed.broadcast_parameters(model.heads[task])
-        if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
-            teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
-        logger.info("%s head: probe fitted on %d rows (%d trained on, %d only probed; %.1f s)", task,
-                    len(rows) + len(extra or ()), len(rows), len(extra or ()), time.perf_counter() - started)
+def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]], compute: Compute, *,
+          init: Path | None = None, resume_dir: Path | None = None, log: TrainingLog = TrainingLog(),
+          stop_after_epochs: int | None = None) -> MultitaskModel:
+    """Train ``spec`` alone (:func:`train_runs` of a :class:`SingleRun`) and return its model."""
+    runs = SingleRun(spec, params, data["train"], compute, init)
+    return train_runs(runs, params, data, compute, resume_dir=resume_dir, logs=[log],
+                      stop_after_epochs=stop_after_epochs).models[0]
 
 
 def _dev_subset(dev_data: dict[str, TaskFeatures], tasks, rows: int | None) -> dict[str, TaskFeatures]:

@@ -118,12 +118,12 @@ def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
 
 
 @torch.no_grad()
-def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
-             autocast, extra: TaskFeatures | None = None) -> bool:
-    """Set ``model.heads[task]`` to the probe fitted on ``rows`` and all of ``extra`` (rows only
-    the probe reads); False where it kept its weights."""
+def fitted_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
+                autocast, extra: TaskFeatures | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The weight and bias of the probe for ``model.heads[task]`` fitted on ``rows`` and all of
+    ``extra`` (rows only the probe reads), in the head's dtype; None where the head keeps its weights."""
     if task not in model.heads:  # the cosine head scores STS with no layer to fit
-        return False
+        return None
     inputs = head_inputs(model, task, features, rows, batch_size, device, autocast)
     labels = features.labels[rows].numpy()
     if extra is not None:
@@ -134,8 +134,18 @@ def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_s
     if fitted is None:
         logger.warning("%s: a class has fewer than 2 of its %d rows, too few to choose the probe's L2 "
                        "strength: its head keeps its random start", task, len(labels))
-        return False
+        return None
     head = model.heads[task]
-    head.weight.copy_(torch.as_tensor(fitted[0], dtype=head.weight.dtype))
-    head.bias.copy_(torch.as_tensor(fitted[1], dtype=head.bias.dtype))
+    return (torch.as_tensor(fitted[0], dtype=head.weight.dtype), torch.as_tensor(fitted[1], dtype=head.bias.dtype))
+
+
+@torch.no_grad()
+def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
+             autocast, extra: TaskFeatures | None = None) -> bool:
+    """Set ``model.heads[task]`` to :func:`fitted_head`'s probe; False where it kept its weights."""
+    fitted = fitted_head(model, task, features, rows, batch_size, device, autocast, extra)
+    if fitted is None:
+        return False
+    model.heads[task].weight.copy_(fitted[0])
+    model.heads[task].bias.copy_(fitted[1])
     return True

@@ -8,7 +8,7 @@ For a model ``<name>`` (see :mod:`smartmtl.variants`) it writes
 - ``dvclive/<name>/`` (per-epoch curves).
 Resume checkpoints live in ``checkpoints/<name>/`` (outside DVC's outputs, which DVC clears
 before a stage runs) and are deleted once the model is complete.
-:func:`smartmtl.fused.run_group` trains several seeds of one configuration as one fused model
+:func:`smartmtl.fused.group.run_group` trains several seeds of one configuration as one fused model
 (a GPU's way) and writes the same outputs for each, through :func:`score_and_save`.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from dvclive import Live
 from smartmtl.config import Params
+from smartmtl.evaluate import scores
 from smartmtl.io import atomic_path, write_json, write_predictions
 from smartmtl.layout import Layout
 from smartmtl.model.features import load_features
@@ -31,7 +32,7 @@ from smartmtl.model.heads import save_model
 from smartmtl.model.inference import evaluate
 from smartmtl.train import distributed
 from smartmtl.train.hardware import resolve_compute
-from smartmtl.train.loop import TrainingLog, train
+from smartmtl.train.loop import RunHistory, SingleRun, TrainingLog, train_runs
 from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import PRETRAIN, RunSpec
 
@@ -47,13 +48,12 @@ def save_run(model, spec: RunSpec, params: Params, directory: Path) -> None:
 
 class LiveLog(TrainingLog):
     """The loop's reports in DVCLive, whose step is the optimizer step: the training terms every
-    few steps, the dev scores and the epoch number (Figure 3's x axis) at each epoch's end, the
-    last epoch's dev scores from the runner's own scoring of the whole dev set. It also keeps
-    how often surgery's task gradients conflicted, per epoch (runs with surgery log it)."""
+    few steps; each task's dev score where its training starts and the dev scores at each
+    epoch's end, with the epochs completed (Figure 3's x axis: 0 at the start); the last
+    epoch's dev scores from the runner's own scoring of the whole dev set."""
 
     def __init__(self, directory: Path):
         self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-        self.surgery: list[dict[str, float]] = []
         self.last_step = 0
 
     def steps(self, step: int, terms: dict[str, float]) -> None:
@@ -61,12 +61,12 @@ class LiveLog(TrainingLog):
         for key, value in terms.items():
             self.live.log_metric(key, value)
 
+    def start(self, step: int, epoch: int, scores: dict[str, float]) -> None:
+        self.steps(step, {**scores, "epoch": epoch})
+
     def epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.steps(step, {**{k: v for k, v in metrics.items() if k.startswith("dev/")}, "epoch": epoch + 1})
         self.last_step = step
-        if "train/surgery_conflict" in metrics:
-            self.surgery.append({"conflict_share": metrics["train/surgery_conflict"],
-                                 "mean_cosine": metrics["train/surgery_cosine"]})
 
     def end(self, dev_scores: dict[str, float] | None = None) -> None:
         if dev_scores:
@@ -96,19 +96,22 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     started = time.perf_counter()
     run_log = LiveLog(layout.live_dir(spec.name)) if distributed.is_main_process() else TrainingLog()
     with distributed.process_group():  # left before scoring: rank 0 scores and saves alone
-        model = train(spec, params, features, compute, init=init, resume_dir=layout.resume_dir(spec.name),
-                      log=run_log, stop_after_epochs=stop_after_epochs)
+        runs = SingleRun(spec, params, features["train"], compute, init)
+        trained = train_runs(runs, params, features, compute, resume_dir=layout.resume_dir(spec.name),
+                             logs=[run_log], stop_after_epochs=stop_after_epochs)
     train_seconds = time.perf_counter() - started
     if stop_after_epochs is not None or not distributed.is_main_process():
         run_log.end()
         return {}
-    return score_and_save(spec, params, layout, model, features, compute, run_log, {"train_seconds": round(train_seconds, 1)})
+    return score_and_save(spec, params, layout, trained.models[0], trained.histories[0], features, compute, run_log,
+                          {"train_seconds": round(train_seconds, 1)})
 
 
-def score_and_save(spec: RunSpec, params: Params, layout: Layout, model, features, compute, run_log: LiveLog,
-                    timing: dict) -> dict:
+def score_and_save(spec: RunSpec, params: Params, layout: Layout, model, history: RunHistory, features, compute,
+                   run_log: TrainingLog, timing: dict) -> dict:
     """Score the trained model on dev (and test where it may be submitted), and write its
-    predictions, metrics, DVCLive folder and model; return its metrics record."""
+    predictions, metrics (with where training started, ``dev_start``, and surgery's statistics
+    from the loop's ``history``), DVCLive folder and model; return its metrics record."""
     tasks = tasks_of(spec.schedule)
     # Scores only: what the run is lives in its RunSpec, written beside the model.
     record: dict = {}
@@ -121,9 +124,11 @@ def score_and_save(spec: RunSpec, params: Params, layout: Layout, model, feature
         if split_scores:
             record[split] = split_scores
     run_log.end(record["dev"])
-    if run_log.surgery:  # epochs of one run are equally long: the run's share is their mean
-        record["surgery"] = {key: float(np.mean([epoch[key] for epoch in run_log.surgery]))
-                             for key in run_log.surgery[0]}
+    record["dev_start"] = scores(history.dev_start)  # overall where the run trains all three tasks
+    surgery = [epoch for epoch in history.epochs if "train/surgery_conflict" in epoch]
+    if surgery:  # epochs of one run are equally long: the run's share is their mean
+        record["surgery"] = {"conflict_share": float(np.mean([epoch["train/surgery_conflict"] for epoch in surgery])),
+                             "mean_cosine": float(np.mean([epoch["train/surgery_cosine"] for epoch in surgery]))}
     record.update(timing)
 
     with atomic_path(layout.model_dir(spec.name)) as directory:
