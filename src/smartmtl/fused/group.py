@@ -60,7 +60,15 @@ from smartmtl.model.inference import evaluate
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import distributed, pcgrad, probe, smart
 from smartmtl.train.hardware import Compute, resolve_compute
-from smartmtl.train.loop import LOG_POINTS, StepTerms, TrainingLog, _dev_subset, pretrained_heads, smart_settings
+from smartmtl.train.loop import (
+    LOG_POINTS,
+    StepTerms,
+    TrainingLog,
+    _dev_subset,
+    pretrained_heads,
+    smart_settings,
+    training_rows,
+)
 from smartmtl.train.schedules import build_plan, learning_rate_schedule, tasks_of
 from smartmtl.variants import (
     TABLE2_CELL,
@@ -495,9 +503,11 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     (by default, as train.train, about LOG_POINTS in all)."""
     check_group(specs)
     tp = params.train
-    train_data, dev_data = data["train"], data["dev"]
     spec = specs[0]
     tasks = tasks_of(spec.schedule)
+    train_data, dev_data = data["train"], data["dev"]
+    if spec.train_rows is not None:  # Figure 3's runs (sweep.sst_train_rows)
+        train_data = training_rows(train_data, tasks, spec.train_rows, params.data.seed)
     logs = list(logs) if logs is not None else [TrainingLog() for _ in specs]
     sequential_epochs = tp.sequential_epochs.model_dump() if spec.schedule == "sequential" else {}
     plans = [build_plan(spec.schedule, {t: train_data[t].lengths for t in tasks}, tp.batch_size, member.seed,

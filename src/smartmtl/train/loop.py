@@ -257,6 +257,8 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
     device, autocast = compute.device, compute.autocast
     train_data, dev_data, probe_only = data["train"], data["dev"], data.get(PROBE_SPLIT, {})
     tasks = tasks_of(spec.schedule)
+    if spec.train_rows is not None:  # Figure 3's runs (sweep.sst_train_rows)
+        train_data = training_rows(train_data, tasks, spec.train_rows, params.data.seed)
 
     model = build_model(spec, params, init).to(device)
     distributed.broadcast_parameters(model)
@@ -348,6 +350,19 @@ def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndar
             teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
         logger.info("%s head: probe fitted on %d rows (%d trained on, %d only probed; %.1f s)", task,
                     len(rows) + len(extra or ()), len(rows), len(extra or ()), time.perf_counter() - started)
+
+
+def training_rows(train_data: dict[str, TaskFeatures], tasks, rows: int | None, seed: int) -> dict[str, TaskFeatures]:
+    """The training rows a run reads: ``rows`` of each task's, drawn with ``seed`` (the data's,
+    not the run's: every seed of a row trains on the same rows), or all of them."""
+    if rows is None:
+        return train_data
+    chosen = {}
+    for task in tasks:
+        features = train_data[task]
+        keep = np.sort(np.random.default_rng(seed).permutation(len(features))[:rows])
+        chosen[task] = features if rows >= len(features) else features.subset(keep)
+    return {**train_data, **chosen}
 
 
 def _dev_subset(dev_data: dict[str, TaskFeatures], tasks, rows: int | None) -> dict[str, TaskFeatures]:
