@@ -339,8 +339,10 @@ def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle("Figure 3: SMART regularisation strength lambda_s on SST (trained alone). Only lambda_s "
-                    "differs between the curves: the Bregman proximal term (smart.mu) is on in every one.",
+    loss_axis.set_xlim(accuracy_axis.get_xlim())  # the same epochs under each other
+    figure.suptitle("Figure 3: SMART regularisation strength lambda_s on SST (trained alone)\n"
+                    "Only lambda_s differs between the curves: the Bregman proximal term (smart.mu) is on in "
+                    "every one; lambda_s 0 is the control without the smoothness-inducing adversarial term.",
                     fontsize=10)
     figure.tight_layout()
     _save_figure(figure, destination)
