@@ -331,7 +331,7 @@ def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
     accuracy_axis.set_ylim(0.2, max(0.6, float(curves["sst_dev_accuracy"].max()) + 0.05))
     accuracy_axis.set_ylabel("SST dev accuracy")
     accuracy_axis.set_title("SST dev accuracy (epoch 0: before training; last: whole dev set)", fontsize=10)
-    loss_axis.set_ylabel("SST training loss (mean over the epoch and seeds)")
+    loss_axis.set_ylabel("SST training loss (epoch's mean, seeds' mean)")
     loss_axis.set_title("SST training loss", fontsize=10)
     loss_axis.set_ylim(bottom=0)
     for axis in (accuracy_axis, loss_axis):
@@ -341,8 +341,8 @@ def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
         axis.legend(fontsize=8)
     loss_axis.set_xlim(accuracy_axis.get_xlim())  # the same epochs under each other
     figure.suptitle("Figure 3: SMART regularisation strength lambda_s on SST (trained alone)\n"
-                    "Only lambda_s differs between the curves: the Bregman proximal term (smart.mu) is on in "
-                    "every one; lambda_s 0 is the control without the smoothness-inducing adversarial term.",
+                    "Only lambda_s differs: the Bregman proximal term (smart.mu) is on in every curve; "
+                    "lambda_s 0 is the control, without the adversarial term.",
                     fontsize=10)
     figure.tight_layout()
     _save_figure(figure, destination)
