@@ -97,10 +97,10 @@ def test_figure3s_control_is_the_same_run_with_lambda_s_0():
 
 class _EpochEnds(TrainingLog):
     def __init__(self):
-        self.steps = []
+        self.at = []  # the optimizer step at each epoch's end
 
     def epoch(self, epoch, step, metrics):
-        self.steps.append(step)
+        self.at.append(step)
 
 
 def test_a_figure3_run_trains_on_its_rows_the_same_for_every_seed(prepared_dir):
@@ -111,7 +111,7 @@ def test_a_figure3_run_trains_on_its_rows_the_same_for_every_seed(prepared_dir):
     for seed in (0, 1):
         ends = _EpochEnds()
         train(sst_lambda_spec(params, 0.0, seed), params, features, resolve_compute("fp32"), log=ends)
-        assert ends.steps == [1]  # 3 rows in batches of 4
+        assert ends.at == [1]  # 3 rows in batches of 4
     chosen = [training_rows(features["train"], ("sst",), 3, params.data.seed)["sst"].ids for _ in range(2)]
     assert chosen[0] == chosen[1] and len(set(chosen[0])) == 3
     assert chosen[0] != features["train"]["sst"].ids[:3]  # drawn, not the file's first rows
