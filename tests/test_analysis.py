@@ -11,7 +11,8 @@ import pytest
 
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
-from smartmtl.results.analysis import AnalysisError, run_analysis
+from smartmtl.results.analysis import AnalysisError, lambda_curves, plot_lambda_curves, run_analysis
+from smartmtl.results.outputs import load_model_metrics
 
 RNG = np.random.default_rng(0)
 N_SST, N_STS = 60, 80
@@ -166,3 +167,23 @@ def test_sts_scale_reports_how_far_predictions_reach(analysed):
     scale = result["sts_scale"]
     assert scale["gold_max"] == 5.0
     assert scale["prediction_p99"] <= 5.0 and scale["mean_prediction_gold_4_to_5"] < 5.0
+
+
+def test_fig3_data_has_each_epochs_training_loss_and_the_starting_score(tmp_path):
+    build(tmp_path)
+    name = "sst-l0.5-s0"  # dev/sst and epoch at steps 10, 20, 30: three epochs of 10 steps
+    write_tsv(tmp_path, name, "train/loss_sst", [1.5, 1.3, 1.0, 0.8, 0.5, 0.3], every=5)
+    for metric, start in (("dev/sst", 0.38), ("epoch", 0)):  # the score before the first step
+        path = tmp_path / "dvclive" / name / "plots" / "metrics" / f"{metric}.tsv"
+        frame = pd.read_csv(path, sep="\t")
+        pd.concat([pd.DataFrame({"step": [0], frame.columns[1]: [start]}), frame]).to_csv(path, sep="\t", index=False)
+    params = parse_params(PARAMS)
+    curves = lambda_curves(load_model_metrics(params, Layout(tmp_path)), Layout(tmp_path))
+    run = curves[(curves["lambda_s"] == 0.5) & (curves["seed"] == 0)]
+    assert run["epoch"].tolist() == [0, 1, 2, 3]
+    assert run["sst_dev_accuracy"].iloc[0] == pytest.approx(0.38)
+    assert np.isnan(run["train_loss"].iloc[0])  # nothing trained before epoch 0's score
+    assert run["train_loss"].iloc[1:].tolist() == pytest.approx([1.4, 0.9, 0.4])  # steps 5-10, 15-20, 25-30
+    assert curves[curves["lambda_s"] == 5.0]["train_loss"].isna().all()  # no loss logged: none drawn
+    plot_lambda_curves(curves, tmp_path / "fig3.png")
+    assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"

@@ -195,3 +195,19 @@ def test_a_probe_limit_that_adds_no_row_is_refused(train_limit):
     message = _error(_with("data", train_limit={"sst": train_limit}, probe_limit={"sst": 400}))
     assert message.startswith("params.yaml") and "probe_limit.sst (400) must be above train_limit.sst" in message
     assert parse_params(_with("data", train_limit={"sst": 400}, probe_limit={"sst": 401})).data.probe_limit.sst == 401
+
+
+def test_figure3_takes_lambda_s_0_as_its_control():
+    params = parse_params(_with("sweep", sst_lambda_s=[0.0, 1.0]))
+    assert params.sweep.sst_lambda_s == [0.0, 1.0]
+    assert "lambda_s -0.5 is negative" in _error(_with("sweep", sst_lambda_s=[-0.5, 1.0]))
+
+
+def test_figure3s_training_rows_are_rows_the_data_keeps():
+    assert parse_params(_with("data", train_limit={"sst": 400})).sweep.sst_train_rows is None  # all of them
+    raw = {**_with("data", train_limit={"sst": 400}), "sweep": {"sst_train_rows": 200}}
+    assert parse_params(raw).sweep.sst_train_rows == 200
+    message = _error({**raw, "sweep": {"sst_train_rows": 401}})
+    assert "sweep.sst_train_rows (401) is above data.train_limit.sst (400)" in message
+    assert "sweep.sst_train_rows:" in _error({"sweep": {"sst_train_rows": 0}})
+    assert parse_params({"sweep": {"sst_train_rows": 10_000}}).sweep.sst_train_rows == 10_000  # train_limit: all

@@ -111,7 +111,7 @@ def test_settings_that_cannot_change_a_model_retrain_nothing(project: Path):
 
 def test_a_sweep_written_with_integers_is_refused_before_any_work(project: Path):
     params = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(params.replace("sst_lambda_s:\n  - 1.0\n", "sst_lambda_s:\n  - 1\n", 1))
+    (project / "params.yaml").write_text(params.replace("sst_lambda_s:\n  - 0.0\n  - 1.0\n", "sst_lambda_s:\n  - 0.0\n  - 1\n", 1))
     result = sh("python", "stages/finetune.py", "sst-lambda", "--lambda-s", "1", "--seed", "0", cwd=project, check=False)
     (project / "params.yaml").write_text(params)
     assert result.returncode == 1 and "sweep.sst_lambda_s" in result.stderr and "write 1.0, not 1" in result.stderr
@@ -150,11 +150,11 @@ def test_experiment_workflow(project: Path):
     the run it drops moves to stale/ and no view shows it."""
     sh("git", "add", "-A", cwd=project)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "smoke results", cwd=project)
-    run = sh("dvc", "exp", "run", "-S", "sweep.sst_lambda_s=[1.0,10.0]", cwd=project).stdout
+    run = sh("dvc", "exp", "run", "-S", "sweep.sst_lambda_s=[0.0,1.0,10.0]", cwd=project).stdout
     assert "Running stage 'sst_lambda@10.0-0'" in run
     assert "Running stage 'grid" not in run and "Running stage 'sst_lambda@1.0-0'" not in run
     shown = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout))
-    assert '"sst_lambda_s": [1.0, 10.0]' in shown  # the experiment's parameter, as DVC records it
+    assert '"sst_lambda_s": [0.0, 1.0, 10.0]' in shown  # the experiment's parameter, as DVC records it
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout)["metrics/summary.json"]
     assert diff["dev_sst.sst-l10.0"]["old"] is None and diff["dev_sst.sst-l5.0"]["new"] is None
     # DVC itself removes the cached outputs (model, predictions) of the stage that no longer

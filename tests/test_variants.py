@@ -6,6 +6,9 @@ import dataclasses
 
 from conftest import tiny_params
 
+from smartmtl.model.features import load_features
+from smartmtl.train.hardware import resolve_compute
+from smartmtl.train.loop import TrainingLog, train, training_rows
 from smartmtl.variants import (
     TABLE2_CELL,
     grid_row,
@@ -16,6 +19,7 @@ from smartmtl.variants import (
     saved_spec,
     smart_pretrain_row,
     sst_lambda_row,
+    sst_lambda_spec,
 )
 
 # Three different values, so that a spec that read the wrong setting shows it.
@@ -76,3 +80,39 @@ def test_a_saved_spec_reads_back_and_old_ones_get_the_epochs_they_trained():
         assert saved_spec(saved, params) == spec
     # A saved value wins over the parameters: it is what the run trained.
     assert saved_spec({**dataclasses.asdict(pretrain_spec(params)), "epochs": 2}, params).epochs == 2
+
+
+def test_figure3s_control_is_the_same_run_with_lambda_s_0():
+    params = tiny_params(sweep={"sst_lambda_s": [0.0, 1.0], "sst_train_rows": 3})
+    control, smart = sst_lambda_spec(params, 0.0, 1), sst_lambda_spec(params, 1.0, 1)
+    assert control.name == "sst-l0.0-s1" and control.row == sst_lambda_row(0.0)
+    # SMART stays on (its proximal term with it): only lambda_s differs between the curves.
+    assert dataclasses.replace(control, name="", row="", label="", lambda_s=1.0) == \
+        dataclasses.replace(smart, name="", row="", label="")
+    assert control.smart and control.train_rows == 3
+    assert {spec.name for spec in planned_runs(params) if spec.kind == "sst_lambda"} >= {"sst-l0.0-s0", "sst-l1.0-s0"}
+    # The other runs read all their training rows.
+    assert {spec.train_rows for spec in planned_runs(params) if spec.kind != "sst_lambda"} == {None}
+
+
+class _EpochEnds(TrainingLog):
+    def __init__(self):
+        self.at = []  # the optimizer step at each epoch's end
+
+    def epoch(self, epoch, step, metrics):
+        self.at.append(step)
+
+
+def test_a_figure3_run_trains_on_its_rows_the_same_for_every_seed(prepared_dir):
+    params = tiny_params(prepared_dir, sweep={"sst_lambda_s": [0.0], "sst_epochs": 1, "sst_train_rows": 3},
+                         train={"head_init": "random"})
+    features = load_features(params, ("sst",), "concat", splits=("train", "dev"))
+    assert len(features["train"]["sst"]) > 4  # so that all the rows would take two steps or more
+    for seed in (0, 1):
+        ends = _EpochEnds()
+        train(sst_lambda_spec(params, 0.0, seed), params, features, resolve_compute("fp32"), log=ends)
+        assert ends.at == [1]  # 3 rows in batches of 4
+    chosen = [training_rows(features["train"], ("sst",), 3, params.data.seed)["sst"].ids for _ in range(2)]
+    assert chosen[0] == chosen[1] and len(set(chosen[0])) == 3
+    assert chosen[0] != features["train"]["sst"].ids[:3]  # drawn, not the file's first rows
+    assert training_rows(features["train"], ("sst",), None, params.data.seed) is features["train"]

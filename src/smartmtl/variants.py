@@ -37,6 +37,9 @@ class RunSpec:
     lambda_s: float
     seed: int
     row: str  # the configuration this run repeats with its seed
+    # Training rows of each task it reads: that many drawn with data.seed (None = all; only
+    # Figure 3's runs, sweep.sst_train_rows, read fewer).
+    train_rows: int | None = None
 
     def config(self) -> dict:
         return {key: value for key, value in asdict(self).items() if key not in ("name", "kind", "label", "row")}
@@ -134,13 +137,16 @@ def _smart_pretrain(params: Params, kind: str, row: str, dropout: float, lambda_
 
 
 def sst_lambda_spec(params: Params, lambda_s: float, seed: int) -> RunSpec:
-    """Figure 3: SST trained alone with SMART at one lambda_s."""
+    """Figure 3: SST trained alone with SMART at one lambda_s. lambda_s 0 is the control: SMART
+    still on, so that only the adversarial term's weight differs between the curves (the
+    Bregman proximal term, smart.mu, is in every one)."""
     if lambda_s not in params.sweep.sst_lambda_s:
         raise VariantError(f"lambda_s={lambda_s} is not in sweep.sst_lambda_s={params.sweep.sst_lambda_s}")
     row = sst_lambda_row(lambda_s)
     return RunSpec(run_name(row, seed), "sst_lambda", f"lambda_s {lambda_s:g}", "concat", "sst_only",
                    epochs=schedule_epochs(params, "sst_only"), smart=True, surgery=False, pretrained=False,
-                   dropout=params.model.dropout, lambda_s=lambda_s, seed=seed, row=row)
+                   dropout=params.model.dropout, lambda_s=lambda_s, seed=seed, row=row,
+                   train_rows=params.sweep.sst_train_rows)
 
 
 def planned_runs(params: Params) -> list[RunSpec]:

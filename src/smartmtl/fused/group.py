@@ -65,7 +65,7 @@ from smartmtl.model.inference import evaluate
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import distributed, pcgrad, probe, smart
 from smartmtl.train.hardware import Compute, resolve_compute
-from smartmtl.train.loop import StepTerms, TrainingLog, fingerprint, run_plan, smart_settings, train_runs
+from smartmtl.train.loop import StepTerms, TrainingLog, fingerprint, run_data, run_plan, smart_settings, train_runs
 from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import (
     TABLE2_CELL,
@@ -555,6 +555,8 @@ def train_group(specs: Sequence[RunSpec], params: Params, data: dict[str, dict[s
     each run's model: what :func:`smartmtl.train.loop.train` returns for each, run by run, from
     the same ``init`` checkpoint. ``attention``: the encoder's attention implementation inside
     vmap (None: the model's own); the rest as train_runs takes it."""
+    check_group(specs)
+    data = run_data(specs[0], params, data)
     runs = StackedRuns(specs, params, data["train"], compute, init, attention)
     return train_runs(runs, params, data, compute, resume_dir=resume_dir, logs=logs,
                       stop_after_epochs=stop_after_epochs, log_every=log_every).models

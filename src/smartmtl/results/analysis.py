@@ -244,20 +244,30 @@ def read_dvclive(live_dir: Path, metric: str) -> pd.DataFrame | None:
 
 
 def lambda_curves(metrics: dict[str, RunRecord], layout: Layout) -> pd.DataFrame:
-    """Figure 3's data: epoch, lambda_s, seed, sst_dev_accuracy for every sst_lambda run."""
+    """Figure 3's data: epoch, lambda_s, seed, sst_dev_accuracy and train_loss (the mean SST
+    training loss the run logged during that epoch; none at epoch 0, the starting score) for
+    every sst_lambda run."""
     rows = []
     for name, record in sorted(metrics.items()):
         if record.kind != "sst_lambda":
             continue
-        accuracy, epoch = read_dvclive(layout.live_dir(name), "dev/sst"), read_dvclive(layout.live_dir(name), "epoch")
+        live = layout.live_dir(name)
+        accuracy, epoch = read_dvclive(live, "dev/sst"), read_dvclive(live, "epoch")
         if accuracy is None or epoch is None:
             continue
+        loss = read_dvclive(live, "train/loss_sst")
         lambda_s, seed = record.lambda_s, record.seed
-        joined = accuracy.merge(epoch, on="step", suffixes=("", "_epoch"))
-        for value, epoch_number in zip(joined["value"], joined["value_epoch"]):
+        joined = accuracy.merge(epoch, on="step", suffixes=("", "_epoch")).sort_values("step", kind="stable")
+        previous_end = 0
+        for step, value, epoch_number in zip(joined["step"], joined["value"], joined["value_epoch"]):
+            # DVCLive's step is the optimizer step: an epoch's losses are those logged after
+            # the previous epoch's end, up to its own.
+            logged = None if loss is None else loss["value"][(loss["step"] > previous_end) & (loss["step"] <= step)]
             rows.append({"epoch": int(epoch_number), "lambda_s": lambda_s, "seed": seed,
-                         "sst_dev_accuracy": float(value)})
-    frame = pd.DataFrame(rows, columns=["epoch", "lambda_s", "seed", "sst_dev_accuracy"])
+                         "sst_dev_accuracy": float(value),
+                         "train_loss": float(logged.mean()) if logged is not None and len(logged) else math.nan})
+            previous_end = step
+    frame = pd.DataFrame(rows, columns=["epoch", "lambda_s", "seed", "sst_dev_accuracy", "train_loss"])
     return frame.sort_values(["lambda_s", "seed", "epoch"], kind="stable").reset_index(drop=True)
 
 
@@ -287,29 +297,52 @@ def _lambda_text(value: float) -> str:
 
 
 def plot_lambda_curves(curves: pd.DataFrame, destination: Path) -> None:
-    figure, axis = plt.subplots(figsize=(8, 5))
+    """Figure 3 as the paper drew it, SST dev accuracy per epoch for each lambda_s (the mean
+    over seeds, a band of one standard deviation, each seed faintly), and beside it the SST
+    training loss per epoch, so that the lambda_s 0 control's overfitting shows: its dev
+    accuracy falling while its training loss keeps falling."""
+    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=(3, 2))
     if curves.empty:
         _no_data(figure, "No sst_lambda model has DVCLive dev/sst data yet")
-        axis.set_axis_off()
-    else:
-        colours = plt.get_cmap("tab10")
-        for index, (lambda_s, group) in enumerate(curves.groupby("lambda_s", sort=True)):
-            colour = colours(index % colours.N)
-            for _, run in group.groupby("seed"):  # each seed faintly, the mean boldly
-                axis.plot(run["epoch"], run["sst_dev_accuracy"], color=colour, alpha=0.3, linewidth=1)
-            mean = group.groupby("epoch")["sst_dev_accuracy"].mean()
-            seeds = group["seed"].nunique()
-            axis.plot(mean.index, mean.values, color=colour, marker="o", linewidth=2.5,
-                      label=f"lambda_s = {_lambda_text(lambda_s)} (mean of {seeds} seed{'s' * (seeds > 1)})")
-        # An axis that starts at chance (1 of 5 classes) rather than at the data, so that
-        # a difference of a few sentences does not look like a win.
-        axis.set_ylim(0.2, max(0.6, float(curves["sst_dev_accuracy"].max()) + 0.05))
+        accuracy_axis.set_axis_off()
+        loss_axis.set_axis_off()
+        figure.tight_layout()
+        _save_figure(figure, destination)
+        return
+    colours = plt.get_cmap("tab10")
+    control = float(curves["lambda_s"].min())
+    for index, (lambda_s, group) in enumerate(curves.groupby("lambda_s", sort=True)):
+        colour = colours(index % colours.N)
+        for _, run in group.groupby("seed"):  # each seed faintly, the mean boldly
+            accuracy_axis.plot(run["epoch"], run["sst_dev_accuracy"], color=colour, alpha=0.25, linewidth=1)
+        by_epoch = group.groupby("epoch")["sst_dev_accuracy"]
+        mean, spread, seeds = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0), group["seed"].nunique()
+        name = f"lambda_s = {_lambda_text(lambda_s)}" + (" (control: no adversarial term)" if lambda_s == 0 else "")
+        accuracy_axis.fill_between(mean.index, mean - spread, mean + spread, color=colour, alpha=0.15, linewidth=0)
+        accuracy_axis.plot(mean.index, mean.values, color=colour, marker="o", linewidth=2.5,
+                           label=f"{name}, mean of {seeds} seed{'s' * (seeds > 1)} +- 1 sd")
+        loss = group.dropna(subset=["train_loss"]).groupby("epoch")["train_loss"].mean()
+        loss_axis.plot(loss.index, loss.values, color=colour, marker="o",
+                       linewidth=2.5 if lambda_s == control else 1.2, alpha=1.0 if lambda_s == control else 0.6,
+                       label=name)
+    # An axis that starts at chance (1 of 5 classes) rather than at the data, so that
+    # a difference of a few sentences does not look like a win.
+    accuracy_axis.set_ylim(0.2, max(0.6, float(curves["sst_dev_accuracy"].max()) + 0.05))
+    accuracy_axis.set_ylabel("SST dev accuracy")
+    accuracy_axis.set_title("SST dev accuracy (epoch 0: before training; last: whole dev set)", fontsize=10)
+    loss_axis.set_ylabel("SST training loss (epoch's mean, seeds' mean)")
+    loss_axis.set_title("SST training loss", fontsize=10)
+    loss_axis.set_ylim(bottom=0)
+    for axis in (accuracy_axis, loss_axis):
         axis.set_xlabel("epoch")
-        axis.set_ylabel("SST dev accuracy")
-        axis.set_title("Figure 3: SMART regularisation strength on SST (trained alone)")
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8)
+    loss_axis.set_xlim(accuracy_axis.get_xlim())  # the same epochs under each other
+    figure.suptitle("Figure 3: SMART regularisation strength lambda_s on SST (trained alone)\n"
+                    "Only lambda_s differs: the Bregman proximal term (smart.mu) is on in every curve; "
+                    "lambda_s 0 is the control, without the adversarial term.",
+                    fontsize=10)
     figure.tight_layout()
     _save_figure(figure, destination)
 

@@ -462,9 +462,32 @@ def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]
           init: Path | None = None, resume_dir: Path | None = None, log: TrainingLog = TrainingLog(),
           stop_after_epochs: int | None = None) -> MultitaskModel:
     """Train ``spec`` alone (:func:`train_runs` of a :class:`SingleRun`) and return its model."""
+    data = run_data(spec, params, data)
     runs = SingleRun(spec, params, data["train"], compute, init)
     return train_runs(runs, params, data, compute, resume_dir=resume_dir, logs=[log],
                       stop_after_epochs=stop_after_epochs).models[0]
+
+
+def run_data(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]]) -> dict[str, dict[str, TaskFeatures]]:
+    """The data ``spec`` trains on: all of ``data``, but for Figure 3's runs (sweep.sst_train_rows),
+    which train on fewer rows. Chosen before the run's plan is built, so that the plan's indices
+    and the batches read the same rows."""
+    if spec.train_rows is None:
+        return data
+    return {**data, "train": training_rows(data["train"], tasks_of(spec.schedule), spec.train_rows, params.data.seed)}
+
+
+def training_rows(train_data: dict[str, TaskFeatures], tasks, rows: int | None, seed: int) -> dict[str, TaskFeatures]:
+    """The training rows a run reads: ``rows`` of each task's, drawn with ``seed`` (the data's,
+    not the run's: every seed of a row trains on the same rows), or all of them."""
+    if rows is None:
+        return train_data
+    chosen = {}
+    for task in tasks:
+        features = train_data[task]
+        keep = np.sort(np.random.default_rng(seed).permutation(len(features))[:rows])
+        chosen[task] = features if rows >= len(features) else features.subset(keep)
+    return {**train_data, **chosen}
 
 
 def _dev_subset(dev_data: dict[str, TaskFeatures], tasks, rows: int | None) -> dict[str, TaskFeatures]:
