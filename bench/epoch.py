@@ -56,7 +56,7 @@ def main() -> None:
         def epoch(self, epoch: int, step: int, metrics: dict) -> None:
             results.update(metrics, steps=step)
 
-    compute = resolve_compute(params.train.precision)
+    compute = resolve_compute(params.train.precision, params.train.device)
     if args.group:
         time_group(args, params, specs, features, compute, EpochLog, marks, tokenised - started)
         return

@@ -75,7 +75,7 @@ def main() -> None:
     from smartmtl.variants import table2_spec
 
     params = load_params(args.params)
-    device = pick_device()
+    device = pick_device(params.train.device)
     precision = resolve_precision(args.precision, device)
     autocast = autocast_for(device, precision)
     spec = dataclasses.replace(table2_spec(params, args.row, 0), pretrained=False)

@@ -45,7 +45,7 @@ def main() -> None:
     frame = frame.sample(n=min(max(args.rows), len(frame)), random_state=0)  # the file's order is not random
     sst = tokenize(frame, "sst", spec.head, load_tokenizer(params.model.backbone), params.model.max_length)
     rows = np.arange(len(sst))
-    compute = resolve_compute(params.train.precision)
+    compute = resolve_compute(params.train.precision, params.train.device)
     model = build_model(spec, params).to(compute.device)
     inputs = probe.head_inputs(model, "sst", sst, rows, params.train.eval_batch_size, compute.device, compute.autocast)
     labels = sst.labels[rows].numpy()

@@ -108,12 +108,12 @@ def main() -> None:
                 started = time.perf_counter()
                 pretrain_params = parse_params(pretrain_raw)
                 model = train(pretrain_spec(pretrain_params), pretrain_params, features,
-                              resolve_compute(pretrain_params.train.precision))
+                              resolve_compute(pretrain_params.train.precision, pretrain_params.train.device))
                 save_model(model, pretrain_file)
                 print(f"pretraining for {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
         started = time.perf_counter()
-        compute = resolve_compute(params.train.precision)
+        compute = resolve_compute(params.train.precision, params.train.device)
         model = train(spec, params, features, compute, init=pretrain_file)
         seconds = time.perf_counter() - started
         metrics, predictions = evaluate(model, features["dev"], params.train.eval_batch_size, compute.device,

@@ -80,7 +80,7 @@ def run_phase(phase: str, args) -> dict:
     from smartmtl.variants import table2_cell_spec
 
     params = load_params(args.params)
-    device = pick_device()
+    device = pick_device(params.train.device)
     precision = resolve_precision(args.precision, device)
     rows = args.steps * args.batch_size
     tokenizer = load_tokenizer(params.model.backbone)

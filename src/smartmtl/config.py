@@ -19,6 +19,7 @@ SPLITS = ("train", "dev", "test")
 Head = Literal["separate", "cosine", "concat"]
 Schedule = Literal["sequential", "simultaneous"]
 Precision = Literal["auto", "bf16", "fp32"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
 class ConfigError(UserError, ValueError):
@@ -115,7 +116,10 @@ class TrainParams(_Strict):
     # After the warm-up: "constant" (the paper names no schedule), or a "linear" or "cosine"
     # decay to 0 (transformers' schedulers, smartmtl.train.schedules).
     decay: Literal["constant", "linear", "cosine"] = "constant"
-    # "auto": bf16 where the hardware computes in it, else fp32 (smartmtl.train.hardware).
+    # "auto": this process's CUDA GPU, else Apple's MPS, else the CPU; a device named here
+    # that the machine lacks is an error (smartmtl.train.hardware).
+    device: Device = "auto"
+    # "auto": bf16 where it was measured faster than fp32, else fp32 (smartmtl.train.hardware).
     precision: Precision = "auto"
     # The QQP pretraining's seed; every fine-tuning run takes its own from sweep.seeds.
     seed: int = 0

@@ -559,7 +559,7 @@ def run_group(specs: list[RunSpec], params: Params, layout: Layout = Layout()) -
 
     features = load_features(params, tasks_of(specs[0].schedule), specs[0].head)
     init = pretrained_init(specs[0], layout)
-    compute = resolve_compute(params.train.precision)
+    compute = resolve_compute(params.train.precision, params.train.device)
     started = time.perf_counter()
     logs = [LiveLog(layout.live_dir(spec.name)) for spec in specs]
     models = train_group(specs, params, features, compute, init=init, logs=logs)

@@ -92,7 +92,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     """Train ``spec`` and write its outputs; return its metrics record."""
     features = load_features(params, tasks_of(spec.schedule), spec.head)
     init = pretrained_init(spec, layout)
-    compute = resolve_compute(params.train.precision)
+    compute = resolve_compute(params.train.precision, params.train.device)
     started = time.perf_counter()
     run_log = LiveLog(layout.live_dir(spec.name)) if distributed.is_main_process() else TrainingLog()
     with distributed.process_group():  # left before scoring: rank 0 scores and saves alone

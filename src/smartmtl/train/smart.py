@@ -66,12 +66,18 @@ def at_site(site: nn.Module, deltas: Sequence[Tensor] | None = None) -> Iterator
 
 def rng_state(device: torch.device) -> Tensor:
     """The state of the generator that draws dropout masks and SMART's noise on ``device``."""
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":  # Apple's GPU draws from a generator of its own
+        return torch.mps.get_rng_state()
+    return torch.get_rng_state()
 
 
 def set_rng_state(device: torch.device, state: Tensor) -> None:
     if device.type == "cuda":
         torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)
     else:
         torch.set_rng_state(state)
 

@@ -37,7 +37,7 @@ def check(params: Params, batches: int = 3, batch_size: int = 16) -> dict[str, d
     spec = dataclasses.replace(grid_spec(params, params.model.dropout, params.smart.lambda_s, params.train.seed),
                                name="smart-check", pretrained=False)
     features = load_features(params, TASKS, spec.head, splits=("train",))["train"]
-    device = pick_device()
+    device = pick_device(params.train.device)
     autocast = autocast_for(device, params.train.precision)
     settings = smart_settings(spec, params)
     model = build_model(spec, params).to(device).train()
