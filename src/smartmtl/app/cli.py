@@ -95,19 +95,60 @@ def groups(params: Path = PARAMS_OPTION) -> None:
 
 
 @app.command()
-def predict(sentences: list[str] = typer.Argument(..., help="One sentence, or two for a pair."),
-            model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'.")) -> None:
-    """Sentiment of each sentence; for a pair also paraphrase probability and similarity (0-5)."""
-    from smartmtl.app.predict import predict_text
-    from smartmtl.tasks import TASKS
+def predict(sentences: list[str] = typer.Argument(None, help="Sentences: each one's sentiment; two are also "
+                                                               "compared as a pair (paraphrase, similarity)."),
+            model: str = typer.Option("ensemble", help="A trained model (folder in models/) or 'ensemble'."),
+            input_file: Path = typer.Option(None, "--input", help="A UTF-8 file: one sentence, or two separated by "
+                                                                   "a tab, per line (blank lines are skipped)."),
+            output: Path = typer.Option(None, help="Write every row's answers as CSV to this file."),
+            device: str = typer.Option("cpu", help="cpu, cuda, mps, or auto (as train.device).")) -> None:
+    """Sentiment with its class probabilities; for a pair the paraphrase probability and the
+    similarity (0-5); and the model's dev scores, to judge how far to trust them."""
+    import sys
 
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    from smartmtl.app import predict as prediction
+
+    transformers_logging.disable_progress_bar()  # one bar per member's weights would bury the answers
     with user_errors("predict"):
-        result = predict_text(model, sentences)
-    for sentence, label in zip(sentences, result.sentiment, strict=True):
-        typer.echo(f"sentiment: {label} ({TASKS['sst'].classes[label]})  <- {sentence}")
-    if result.similarity is not None:
-        typer.echo(f"paraphrase: {'yes' if result.paraphrase else 'no'} (probability {result.paraphrase_probability:.3f})")
-        typer.echo(f"similarity: {result.similarity:.2f} / 5")
+        if input_file is not None and sentences:
+            raise prediction.PredictError("give sentences or --input FILE, not both")
+        if input_file is not None:
+            numbered = prediction.read_rows(input_file)
+        else:
+            numbered = list(enumerate(prediction.sentence_rows(sentences), start=1))
+        lines, rows = [number for number, _ in numbered], [row for _, row in numbered]
+        predictor = prediction.load_predictor(model, rows, device=device)
+        typer.echo(prediction.describe_model(predictor), err=output is None and input_file is not None)
+        with tqdm(total=len(rows), unit="row", disable=input_file is None, file=sys.stderr) as bar:
+            results = predictor.predict(rows, progress=bar.update)
+    if output is not None:
+        prediction.results_frame(lines, results).to_csv(output, index=False)
+        typer.echo(f"wrote {len(results)} rows to {output}")
+    elif input_file is not None:
+        typer.echo(prediction.results_frame(lines, results).to_csv(index=False), nl=False)
+    else:
+        for result in results:
+            typer.echo(prediction.describe(result))
+
+
+@app.command()
+def export(name: str = typer.Argument(..., help="A trained model (folder in models/) or 'ensemble' (each member)."),
+           directory: Path = typer.Argument(..., help="A new or empty folder to write to."),
+           push_to_hub: str = typer.Option(None, "--push-to-hub", metavar="REPO",
+                                           help="Also upload the folder to this Hugging Face Hub repository "
+                                                "(user/name; needs network and `hf auth login`).")) -> None:
+    """Write a trained model as a Hugging Face folder (encoder, tokenizer, heads, model card)."""
+    from smartmtl.app.export import export as export_model
+    from smartmtl.app.export import push_to_hub as push
+
+    with user_errors("export"):
+        folders = export_model(name, directory)
+        typer.echo(f"wrote {', '.join(str(folder) for folder in folders)} (model card: {directory / 'README.md'})")
+        if push_to_hub:
+            typer.echo(f"pushed to {push(directory, push_to_hub)}")
 
 
 if __name__ == "__main__":
