@@ -302,9 +302,11 @@ def start_and_end(params: Params, metrics: dict[str, RunRecord]) -> tuple[pd.Dat
         rows.append(row)
     notes = [
         scale_note(params),
-        "Start: the dev score before the run's first optimizer step (its heads as initialised, "
-        f"from {HEAD_STARTS[params.train.head_init]}); end: its final dev score (last epoch); change: the mean of "
-        "(end - start) over the runs that have both; means over the row's n runs.",
+        "Start: each task's dev score right before the first optimizer step that trains it, its head as "
+        f"initialised (from {HEAD_STARTS[params.train.head_init]}): for simultaneous rows the run's first step; "
+        "for sequential rows the moment that task's turn begins, after the tasks before it trained the encoder "
+        "(so their overall start combines scores taken at different steps). End: the final dev score (last "
+        "epoch); change: the mean of (end - start) over the runs that have both; means over the row's n runs.",
     ]
     if any(not starts.get(row["Our row"]) for row in rows):
         notes.append("Blank start and change: runs written before runs recorded their start (no dev_start).")

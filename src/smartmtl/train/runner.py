@@ -124,6 +124,8 @@ def score_and_save(spec: RunSpec, params: Params, layout: Layout, model, history
         if split_scores:
             record[split] = split_scores
     run_log.end(record["dev"])
+    # Each task's score right before its first step. A sequential run takes them at different
+    # steps (a task's turn begins after the tasks before it), so its overall mixes those moments.
     record["dev_start"] = scores(history.dev_start)  # overall where the run trains all three tasks
     surgery = [epoch for epoch in history.epochs if "train/surgery_conflict" in epoch]
     if surgery:  # epochs of one run are equally long: the run's share is their mean
