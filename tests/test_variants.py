@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from conftest import tiny_params
 
+from smartmtl.layout import Layout
 from smartmtl.model.features import load_features
-from smartmtl.train.hardware import resolve_compute
-from smartmtl.train.loop import TrainingLog, train, training_rows
+from smartmtl.train.loop import training_rows
+from smartmtl.train.runner import run
 from smartmtl.variants import (
     TABLE2_CELL,
     grid_row,
@@ -95,23 +97,17 @@ def test_figure3s_control_is_the_same_run_with_lambda_s_0():
     assert {spec.train_rows for spec in planned_runs(params) if spec.kind != "sst_lambda"} == {None}
 
 
-class _EpochEnds(TrainingLog):
-    def __init__(self):
-        self.at = []  # the optimizer step at each epoch's end
-
-    def epoch(self, epoch, step, metrics):
-        self.at.append(step)
-
-
-def test_a_figure3_run_trains_on_its_rows_the_same_for_every_seed(prepared_dir):
+def test_a_figure3_run_trains_on_its_rows_the_same_for_every_seed(prepared_dir, tmp_path):
     params = tiny_params(prepared_dir, sweep={"sst_lambda_s": [0.0], "sst_epochs": 1, "sst_train_rows": 3},
                          train={"head_init": "random"})
     features = load_features(params, ("sst",), "concat", splits=("train", "dev"))
     assert len(features["train"]["sst"]) > 4  # so that all the rows would take two steps or more
-    for seed in (0, 1):
-        ends = _EpochEnds()
-        train(sst_lambda_spec(params, 0.0, seed), params, features, resolve_compute("fp32"), log=ends)
-        assert ends.at == [1]  # 3 rows in batches of 4
+    layout = Layout(tmp_path)
+    for seed in (0, 1):  # through the runner, the path the sst_lambda stage takes
+        spec = sst_lambda_spec(params, 0.0, seed)
+        run(spec, params, layout)
+        steps = json.loads((layout.live_dir(spec.name) / "metrics.json").read_text())["step"]
+        assert steps == 1  # 3 rows in batches of 4
     chosen = [training_rows(features["train"], ("sst",), 3, params.data.seed)["sst"].ids for _ in range(2)]
     assert chosen[0] == chosen[1] and len(set(chosen[0])) == 3
     assert chosen[0] != features["train"]["sst"].ids[:3]  # drawn, not the file's first rows

@@ -32,7 +32,7 @@ from smartmtl.model.heads import save_model
 from smartmtl.model.inference import evaluate
 from smartmtl.train import distributed
 from smartmtl.train.hardware import resolve_compute
-from smartmtl.train.loop import RunHistory, SingleRun, TrainingLog, train_runs
+from smartmtl.train.loop import RunHistory, SingleRun, TrainingLog, run_data, train_runs
 from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import PRETRAIN, RunSpec
 
@@ -90,7 +90,7 @@ def pretrained_init(spec: RunSpec, layout: Layout) -> Path | None:
 
 def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epochs: int | None = None) -> dict:
     """Train ``spec`` and write its outputs; return its metrics record."""
-    features = load_features(params, tasks_of(spec.schedule), spec.head)
+    features = run_data(spec, params, load_features(params, tasks_of(spec.schedule), spec.head))
     init = pretrained_init(spec, layout)
     compute = resolve_compute(params.train.precision, params.train.device)
     started = time.perf_counter()
