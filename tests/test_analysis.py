@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
-from smartmtl.results.analysis import AnalysisError, lambda_curves, plot_lambda_curves, run_analysis
+from smartmtl.results.analysis import AnalysisError, curve_shapes, lambda_curves, plot_lambda_curves, run_analysis
 from smartmtl.results.outputs import load_model_metrics
 
 RNG = np.random.default_rng(0)
@@ -187,3 +188,28 @@ def test_fig3_data_has_each_epochs_training_loss_and_the_starting_score(tmp_path
     assert curves[curves["lambda_s"] == 5.0]["train_loss"].isna().all()  # no loss logged: none drawn
     plot_lambda_curves(curves, tmp_path / "fig3.png")
     assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _curve(lambda_s, seed, accuracy, loss):
+    return pd.DataFrame({"epoch": range(len(accuracy)), "lambda_s": lambda_s, "seed": seed,
+                         "sst_dev_accuracy": accuracy, "train_loss": [math.nan, *loss]})
+
+
+def test_curve_shapes_say_where_the_mean_peaks_and_whether_it_overfits():
+    curves = pd.concat([
+        # lambda_s 0: the mean over seeds peaks at epoch 1 (0.41) and ends at 0.37 while the loss falls.
+        _curve(0.0, 0, [0.39, 0.42, 0.40, 0.36], [1.2, 0.8, 0.3]),
+        _curve(0.0, 1, [0.39, 0.40, 0.38, 0.38], [1.3, 0.7, 0.4]),
+        # lambda_s 1: the mean rises to its last epoch.
+        _curve(1.0, 0, [0.39, 0.40, 0.41, 0.42], [1.2, 0.9, 0.6]),
+        _curve(1.0, 1, [0.39, 0.39, 0.40, 0.42], [1.2, 0.9, 0.6]),
+    ])
+    shapes = curve_shapes(curves)
+    assert shapes["0"] == {"seeds": 2, "peak_epoch": 1, "peak": pytest.approx(0.41), "last_epoch": 3,
+                           "last": pytest.approx(0.37), "train_loss_first": pytest.approx(1.25),
+                           "train_loss_last": pytest.approx(0.35), "overfits": True}
+    assert shapes["1"]["peak_epoch"] == 3 and not shapes["1"]["overfits"]
+    # A dev score that peaks and falls while the loss does not fall is not the paper's overfitting.
+    flat_loss = _curve(0.0, 0, [0.39, 0.42, 0.40, 0.36], [0.5, 0.5, 0.6])
+    assert not curve_shapes(flat_loss)["0"]["overfits"]
+

@@ -261,3 +261,14 @@ def test_findings_name_compressed_sts_predictions_only_when_they_are():
     assert any("below 2.80 while gold reaches 5.0" in line for line in _findings({"sts_scale": compressed}))
     full = {"gold_max": 5.0, "prediction_p99": 4.6, "mean_prediction_gold_4_to_5": 4.1}
     assert not any("compressed" in line for line in _findings({"sts_scale": full}))
+
+
+def test_findings_say_whether_figure3s_control_overfits():
+    from smartmtl.results.report import _findings
+
+    shape = {"seeds": 4, "peak_epoch": 2, "peak": 0.405, "last_epoch": 12, "last": 0.371,
+             "train_loss_first": 1.24, "train_loss_last": 0.25, "overfits": True}
+    line = next(line for line in _findings({"fig3_shapes": {"0": shape}}) if "control" in line)
+    assert "peaked at epoch 2 (0.405) and ended at epoch 12 (0.371)" in line and "it overfits" in line
+    flat = {**shape, "peak_epoch": 12, "peak": 0.371, "overfits": False}
+    assert "did not overfit" in next(line for line in _findings({"fig3_shapes": {"0": flat}}) if "control" in line)

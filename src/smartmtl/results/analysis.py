@@ -271,6 +271,27 @@ def lambda_curves(metrics: dict[str, RunRecord], layout: Layout) -> pd.DataFrame
     return frame.sort_values(["lambda_s", "seed", "epoch"], kind="stable").reset_index(drop=True)
 
 
+def curve_shapes(curves: pd.DataFrame) -> dict[str, dict]:
+    """Per lambda_s, the shape of Figure 3's mean curve over seeds: the epoch where its SST dev
+    accuracy peaks, the score there and at the last epoch, the mean training loss of its first and
+    last epochs, and ``overfits``: the mean peaks before the last epoch and ends lower while the
+    training loss falls (the paper's reason for SMART). Keyed by lambda_s as text, for JSON."""
+    shapes = {}
+    for lambda_s, group in curves.groupby("lambda_s", sort=True):
+        means = group.groupby("epoch")[["sst_dev_accuracy", "train_loss"]].mean()
+        peak_epoch, last_epoch = int(means["sst_dev_accuracy"].idxmax()), int(means.index.max())
+        losses = means["train_loss"].dropna()
+        first_loss, last_loss = (float(losses.iloc[0]), float(losses.iloc[-1])) if len(losses) else (None, None)
+        peak, last = float(means["sst_dev_accuracy"].max()), float(means["sst_dev_accuracy"].loc[last_epoch])
+        shapes[_lambda_text(lambda_s)] = {
+            "seeds": int(group["seed"].nunique()), "peak_epoch": peak_epoch, "peak": peak,
+            "last_epoch": last_epoch, "last": last, "train_loss_first": first_loss, "train_loss_last": last_loss,
+            "overfits": bool(peak_epoch < last_epoch and last < peak
+                             and first_loss is not None and last_loss < first_loss),
+        }
+    return shapes
+
+
 def lambda_series(curves: pd.DataFrame) -> pd.DataFrame:
     """Figure 3 for `dvc plots`: the mean over seeds, one series per lambda_s."""
     means = curves.groupby(["lambda_s", "epoch"], as_index=False)["sst_dev_accuracy"].mean()
@@ -440,6 +461,7 @@ def run_analysis(params: Params, *, model: str = ENSEMBLE_NAME, layout: Layout =
         "sts_worst_pair": worst,
         "sts_scale": sts_scale(sts),
         "fig3_best": best_lambda,
+        "fig3_shapes": curve_shapes(curves) if not curves.empty else {},
         "training_curve_models": curve_models,
     }
     write_json(result, layout.analysis_metrics)
