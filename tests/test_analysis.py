@@ -12,7 +12,7 @@ import pytest
 
 from smartmtl.config import parse_params
 from smartmtl.layout import Layout
-from smartmtl.results.analysis import AnalysisError, curve_shapes, lambda_curves, plot_lambda_curves, run_analysis
+from smartmtl.results.analysis import AnalysisError, best_trained_mean, curve_shapes, lambda_curves, plot_lambda_curves, run_analysis
 from smartmtl.results.outputs import load_model_metrics
 
 RNG = np.random.default_rng(0)
@@ -213,3 +213,10 @@ def test_curve_shapes_say_where_the_mean_peaks_and_whether_it_overfits():
     flat_loss = _curve(0.0, 0, [0.39, 0.42, 0.40, 0.36], [0.5, 0.5, 0.6])
     assert not curve_shapes(flat_loss)["0"]["overfits"]
 
+
+
+def test_the_best_figure3_mean_is_after_training_not_the_shared_start():
+    curves = pd.concat([_curve(0.0, 0, [0.45, 0.40, 0.38], [1.2, 0.8]), _curve(1.0, 0, [0.45, 0.39, 0.41], [1.2, 0.8]),
+                        _curve(1.0, 1, [0.45, 0.39, 0.43], [1.2, 0.8])])
+    assert best_trained_mean(curves) == {"lambda_s": 1.0, "epoch": 2, "sst_dev_accuracy": pytest.approx(0.42)}
+    assert best_trained_mean(curves[curves["epoch"] == 0]) is None

@@ -269,6 +269,9 @@ def test_findings_say_whether_figure3s_control_overfits():
     shape = {"seeds": 4, "peak_epoch": 2, "peak": 0.405, "last_epoch": 12, "last": 0.371,
              "train_loss_first": 1.24, "train_loss_last": 0.25, "overfits": True}
     line = next(line for line in _findings({"fig3_shapes": {"0": shape}}) if "control" in line)
-    assert "peaked at epoch 2 (0.405) and ended at epoch 12 (0.371)" in line and "it overfits" in line
+    assert "peaked at epoch 2 (0.405" in line and "ended at epoch 12 (0.371)" in line and "rose, then fell" in line
+    at_start = {**shape, "peak_epoch": 0}
+    line = next(line for line in _findings({"fig3_shapes": {"0": at_start}}) if "control" in line)
+    assert "from the first epoch" in line and "without raising dev accuracy" in line
     flat = {**shape, "peak_epoch": 12, "peak": 0.371, "overfits": False}
     assert "did not overfit" in next(line for line in _findings({"fig3_shapes": {"0": flat}}) if "control" in line)

@@ -377,16 +377,20 @@ def _findings(analysis: dict | None) -> list[str]:
             f"reaches {scale['gold_max']:.1f}, and pairs with gold 4-5 get {scale['mean_prediction_gold_4_to_5']:.2f} on "
             "average (Figure 4, right). Pearson measures the ranking, not the scale, so the score does not show it."
         )
-    for lambda_s, shape in analysis.get("fig3_shapes", {}).items():
-        if lambda_s != "0":
-            continue
-        loss = (f", while its training loss fell from {shape['train_loss_first']:.2f} to {shape['train_loss_last']:.2f}"
-                if shape["train_loss_first"] is not None else "")
-        verdict = ("it overfits, as the paper's SST runs did" if shape["overfits"]
-                   else "it did not overfit in that sense, so Figure 3 does not test SMART against overfitting here")
-        lines.append(f"Figure 3's control (lambda_s 0, mean of {shape['seeds']} seeds): SST dev accuracy peaked at "
-                     f"epoch {shape['peak_epoch']} ({shape['peak']:.3f}) and ended at epoch {shape['last_epoch']} "
-                     f"({shape['last']:.3f}){loss}: {verdict}.")
+    control = analysis.get("fig3_shapes", {}).get("0")
+    if control:
+        loss = (f", while its training loss fell from {control['train_loss_first']:.2f} to "
+                f"{control['train_loss_last']:.2f}" if control["train_loss_first"] is not None else "")
+        if not control["overfits"]:
+            verdict = "it did not overfit in that sense, so Figure 3 does not test SMART against overfitting here"
+        elif control["peak_epoch"] == 0:
+            verdict = ("it overfits from the first epoch: the runs fit their training rows without raising dev "
+                       "accuracy above where the heads started")
+        else:
+            verdict = "it overfits: dev accuracy rose, then fell as the training loss kept falling"
+        lines.append(f"Figure 3's control (lambda_s 0, mean of {control['seeds']} seeds): SST dev accuracy peaked at "
+                     f"epoch {control['peak_epoch']} ({control['peak']:.3f}; epoch 0 is the start, before any step) "
+                     f"and ended at epoch {control['last_epoch']} ({control['last']:.3f}){loss}: {verdict}.")
     best = analysis.get("fig3_best")
     if best:
         lines.append(f"Figure 3: best mean SST dev accuracy over seeds {best['sst_dev_accuracy']:.3f} at lambda_s={best['lambda_s']:g}, epoch {best['epoch']} (paper: lambda_s=5 best; Table 5 says whether the difference is resolved).")
