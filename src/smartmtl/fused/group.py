@@ -391,6 +391,9 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
     divergence = TASKS[task].divergence
     rows = torch.tensor(members, device=group.compute.device)
     shared = group.stacked.holder.shared_parameters()
+    # train.loop's gradient ratios (a term's gradient norm over the loss's), the loss's norm
+    # computed once for both terms.
+    loss_norms = functools.cache(lambda: _gradient_norms(losses, shared, rows))
     if any(weight > 0 for weight in group.lambda_s):
         per_member, site_proxy = _PerMember(divergence), _Site()
         token_masks = [segment["attention_mask"] for segment in segments]
@@ -411,7 +414,8 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
             diagnostics[f"smart_delta_{task}"] = vmap(functools.partial(smart.relative_size,
                                                                         norm=settings.perturbation.norm))(
                 deltas, list(clean_inputs), token_masks)
-            diagnostics[f"smart_grad_ratio_{task}"] = _gradient_ratios(per_member.last, losses, shared, rows)
+            diagnostics[f"smart_grad_ratio_{task}"] = (_gradient_norms(per_member.last, shared, rows)
+                                                       / loss_norms().clamp_min(1e-30))
         for g, member in enumerate(members):
             terms[member].add(f"smart_{task}", per_member.last[g])
             for name, values in diagnostics.items():
@@ -424,7 +428,7 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
             teacher_params = group.stacked.parameters(teacher.model, index)
             taught = group.stacked.run(teacher_params, task, segments)[0]
         bregman = vmap(functools.partial(smart.bregman_loss, divergence=divergence))(output, taught)
-        ratios = _gradient_ratios(bregman, losses, shared, rows) if diagnose else None
+        ratios = _gradient_norms(bregman, shared, rows) / loss_norms().clamp_min(1e-30) if diagnose else None
         for g, member in enumerate(members):
             terms[member].add(f"bregman_{task}", bregman[g])
             if ratios is not None:
@@ -434,16 +438,15 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
     return objective.sum()
 
 
-def _gradient_ratios(term: Tensor, loss: Tensor, shared: Sequence[Tensor], rows: Tensor) -> Tensor:
-    """train.loop's gradient ratio for each member in ``rows``: ||grad term|| / ||grad loss|| over
-    its encoder's parameters (the members are independent, so the gradient of the sum over them
-    holds each one's in its row), without touching .grad."""
-    norms = []
-    for value in (term, loss):
-        grads = torch.autograd.grad(value.sum(), shared, retain_graph=True, allow_unused=True)
-        norms.append(torch.sqrt(sum(g[rows].reshape(len(rows), -1).float().pow(2).sum(dim=1)
-                                    for g in grads if g is not None)))
-    return norms[0] / norms[1].clamp_min(1e-30)
+def _gradient_norms(value: Tensor, shared: Sequence[Tensor], rows: Tensor) -> Tensor:
+    """For each member in ``rows``, the norm of its ``value``'s gradient over its encoder's parameters
+    (the members are independent, so the gradient of the sum over them holds each one's in its row),
+    without touching .grad; each member's norm is taken in place, before ``rows`` picks, so no
+    gradient is copied."""
+    grads = torch.autograd.grad(value.sum(), shared, retain_graph=True, allow_unused=True)
+    squares = sum(torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=torch.float32).square()
+                  for g in grads if g is not None)
+    return squares[rows].sqrt()
 
 
 def clip_per_member(stacked: nn.Module, max_norm: float) -> Tensor:
