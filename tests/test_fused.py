@@ -28,6 +28,7 @@ from smartmtl.fused.group import (
 from smartmtl.layout import Layout
 from smartmtl.model.features import load_features
 from smartmtl.model.heads import build_model, save_model
+from smartmtl.train import loop
 from smartmtl.train.hardware import resolve_compute
 from smartmtl.train.loop import TrainingLog, train
 from smartmtl.train.runner import run
@@ -96,6 +97,18 @@ def test_grid_cells_fused_equal_their_runs_one_by_one(features, prepared_dir):
     _assert_group_equals_runs(specs, _params(prepared_dir), features, same_terms=False)
 
 
+def test_smarts_diagnostics_once_the_teacher_has_moved_equal_the_runs(features, prepared_dir, monkeypatch):
+    # On step 0 the teacher is the model, so both log a Bregman gradient ratio of 0: diagnosing
+    # step 2 as well compares the ratios where the proximal term pulls.
+    monkeypatch.setattr(loop, "DIAGNOSE_EVERY", 2)
+    logs = _assert_group_equals_runs(_members("smart_bregman"), _params(prepared_dir), features)
+    for log in logs:
+        step, terms = log.seen[2]  # the window of step 2 (counted from 0)
+        assert step == 3
+        assert all(terms[f"train/bregman_grad_ratio_{task}"] > 0 for task in TASKS)
+        assert all(terms[f"train/smart_grad_ratio_{task}"] > 0 for task in TASKS)
+
+
 def test_probed_heads_fused_equal_their_runs_one_by_one(features, prepared_dir):
     # Sequential: STS's and SST's heads are fitted mid-run, each member's on its own rows.
     params = _params(prepared_dir, head_init="probe")
@@ -146,6 +159,7 @@ def _assert_group_equals_runs(specs, params, features, same_terms=True, toleranc
     assert _max_difference(fused[0], fused[1]) > members_apart and _max_difference(fused[1], fused[2]) > members_apart
     first_loss = "train/loss_sst" if specs[0].schedule == "simultaneous" else "train/loss_qqp"
     assert logs[0].seen[0][1][first_loss] != logs[1].seen[0][1][first_loss]
+    return logs
 
 
 def test_one_adamw_over_stacked_tensors_is_one_adamw_per_member():
