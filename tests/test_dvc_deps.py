@@ -9,7 +9,10 @@ rereads and rewrites the whole lock file after every stage it runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,6 +105,17 @@ def test_each_fingerprint_covers_exactly_the_files_its_script_runs(script):
     assert len(listed) == len(set(listed)) and set(listed) == expected
     committed = ROOT / fingerprint_path(script)
     assert committed.exists(), f"{committed} is not written: run `dvc repro fingerprint` and commit it"
+
+
+def test_the_committed_lock_records_the_code_and_fingerprints_of_this_checkout():
+    # Else a fresh clone's `dvc status` reports the fingerprint stage as changed, and `dvc repro`
+    # reruns it for an edit that was already committed.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(["dvc", "status", "--json", "fingerprint"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=True)
+    assert json.loads(result.stdout) == {}, (
+        f"dvc.lock is behind src/ or stages/ ({result.stdout.strip()}): run `dvc repro fingerprint` "
+        "and commit dvc.lock with the edit")
 
 
 _LOCK_ENTRY = re.compile(r"^  (\S+):$")
