@@ -391,9 +391,8 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
     divergence = TASKS[task].divergence
     rows = torch.tensor(members, device=group.compute.device)
     shared = group.stacked.holder.shared_parameters()
-    # train.loop's gradient ratios (a term's gradient norm over the loss's), the loss's norm
-    # computed once for both terms.
-    loss_norms = functools.cache(lambda: _gradient_norms(losses, shared, rows))
+    # train.loop's gradient ratios (a term's gradient norm over the loss's) share the loss's norms.
+    loss_norms = _gradient_norms(losses, shared, rows).clamp_min(1e-30) if diagnose else None
     if any(weight > 0 for weight in group.lambda_s):
         per_member, site_proxy = _PerMember(divergence), _Site()
         token_masks = [segment["attention_mask"] for segment in segments]
@@ -414,8 +413,7 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
             diagnostics[f"smart_delta_{task}"] = vmap(functools.partial(smart.relative_size,
                                                                         norm=settings.perturbation.norm))(
                 deltas, list(clean_inputs), token_masks)
-            diagnostics[f"smart_grad_ratio_{task}"] = (_gradient_norms(per_member.last, shared, rows)
-                                                       / loss_norms().clamp_min(1e-30))
+            diagnostics[f"smart_grad_ratio_{task}"] = _gradient_norms(per_member.last, shared, rows) / loss_norms
         for g, member in enumerate(members):
             terms[member].add(f"smart_{task}", per_member.last[g])
             for name, values in diagnostics.items():
@@ -428,7 +426,7 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
             teacher_params = group.stacked.parameters(teacher.model, index)
             taught = group.stacked.run(teacher_params, task, segments)[0]
         bregman = vmap(functools.partial(smart.bregman_loss, divergence=divergence))(output, taught)
-        ratios = _gradient_norms(bregman, shared, rows) / loss_norms().clamp_min(1e-30) if diagnose else None
+        ratios = _gradient_norms(bregman, shared, rows) / loss_norms if diagnose else None
         for g, member in enumerate(members):
             terms[member].add(f"bregman_{task}", bregman[g])
             if ratios is not None:
@@ -441,19 +439,23 @@ def group_objective(group: StackedRuns, teacher: smart.EmaTeacher | None, terms:
 def _gradient_norms(value: Tensor, shared: Sequence[Tensor], rows: Tensor) -> Tensor:
     """For each member in ``rows``, the norm of its ``value``'s gradient over its encoder's parameters
     (the members are independent, so the gradient of the sum over them holds each one's in its row),
-    without touching .grad; each member's norm is taken in place, before ``rows`` picks, so no
-    gradient is copied."""
+    without touching .grad."""
     grads = torch.autograd.grad(value.sum(), shared, retain_graph=True, allow_unused=True)
-    squares = sum(torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=torch.float32).square()
-                  for g in grads if g is not None)
-    return squares[rows].sqrt()
+    return _member_norms([g for g in grads if g is not None])[rows]
+
+
+def _member_norms(stacked: Sequence[Tensor]) -> Tensor:
+    """Each member's global 2-norm over ``stacked`` tensors (member m in row m of each), in float32,
+    without copying them."""
+    members = stacked[0].shape[0]
+    per_tensor = [torch.linalg.vector_norm(t.reshape(members, -1), dim=1, dtype=torch.float32) for t in stacked]
+    return torch.linalg.vector_norm(torch.stack(per_tensor, dim=1), dim=1)
 
 
 def clip_per_member(stacked: nn.Module, max_norm: float) -> Tensor:
     """``clip_grad_norm_`` for each member: its global 2-norm over all its gradients; returns the norms."""
     grads = [p.grad for p in stacked.parameters() if p.grad is not None]
-    members = grads[0].shape[0]
-    norms = torch.stack([g.reshape(members, -1).float().norm(dim=1) for g in grads], dim=1).norm(dim=1)
+    norms = _member_norms(grads)
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
