@@ -161,8 +161,8 @@ def test_the_cosine_head_has_no_score_layer_to_fit(data, prepared_dir):
 
 # --------------------------------------------------------------------- where and on what
 
-def _plan(data, schedule: str, batch_size=4):
-    return build_plan(schedule, {t: data["train"][t].lengths for t in TASK_NAMES}, batch_size, 0,
+def _plan(data, schedule: str, batch_size=4, seed=0):
+    return build_plan(schedule, {t: data["train"][t].lengths for t in TASK_NAMES}, batch_size, seed,
                       epochs=1, sequential_epochs={"qqp": 1, "sts": 1, "sst": 1})
 
 
@@ -173,13 +173,23 @@ def test_each_head_is_fitted_when_its_task_begins(data):
     assert probe.first_steps(_plan(data, "simultaneous")) == {"sst": 0, "sts": 0, "qqp": 0}
 
 
-def test_the_probe_sees_the_rows_the_run_trains_on_once_each(data, monkeypatch):
+def _trained(plan, task: str) -> np.ndarray:
+    return np.concatenate([step[task] for epoch in plan for step in epoch if task in step])
+
+
+def test_the_probe_sees_the_rows_the_run_trains_on_once_each_in_index_order(data, monkeypatch):
     plan = _plan(data, "simultaneous")
-    trained = np.concatenate([step["sts"] for epoch in plan for step in epoch])
-    rows = probe.planned_rows(plan, "sts")
-    assert sorted(rows) == sorted(set(trained))
-    monkeypatch.setattr(probe, "PROBE_MAX_ROWS", 3)
-    np.testing.assert_array_equal(probe.planned_rows(plan, "sts"), rows[:3])
+    trained = _trained(plan, "sts")
+    np.testing.assert_array_equal(probe.planned_rows(plan, "sts"), np.unique(trained))
+    monkeypatch.setattr(probe, "PROBE_MAX_ROWS", 3)  # the first three to be trained on, in index order
+    _, first = np.unique(trained, return_index=True)
+    np.testing.assert_array_equal(probe.planned_rows(plan, "sts"), np.sort(trained[np.sort(first)[:3]]))
+
+
+def test_seeds_that_train_the_same_rows_give_their_probes_the_same_rows(data):
+    one, other = _plan(data, "simultaneous", seed=0), _plan(data, "simultaneous", seed=1)
+    assert not np.array_equal(_trained(one, "sst"), _trained(other, "sst"))  # each seed's own order
+    np.testing.assert_array_equal(probe.planned_rows(one, "sst"), probe.planned_rows(other, "sst"))
 
 
 def test_the_loop_fits_each_head_once_at_its_tasks_first_step(data, prepared_dir, monkeypatch):
@@ -235,9 +245,9 @@ def test_the_loop_gives_each_head_the_rows_only_its_probe_reads(data, prepared_d
     extras = {}
     fit_head = probe.fit_head
 
-    def recording(model, task, features, rows, batch_size, device, autocast, extra=None):
+    def recording(model, task, features, rows, batch_size, device, autocast, extra=None, cache=None):
         extras[task] = extra
-        return fit_head(model, task, features, rows, batch_size, device, autocast, extra)
+        return fit_head(model, task, features, rows, batch_size, device, autocast, extra, cache)
 
     monkeypatch.setattr(probe, "fit_head", recording)
     with_probe = {**data, "probe": {"sts": data["dev"]["sts"]}}

@@ -73,6 +73,12 @@ class Layout:
     def resume_dir(self, name: str) -> Path:
         return self.root / "checkpoints" / name
 
+    @property
+    def probe_cache(self) -> Path:
+        """The heads' probes kept for the runs that would fit them again (smartmtl.train.probecache):
+        no output of the pipeline, always safe to delete."""
+        return self.root / ".cache" / "probes"
+
     def owned_by(self, name: str) -> list[Path]:
         return [self.model_dir(name), self.predictions_dir(name), self.metrics_file(name), self.live_dir(name)]
 

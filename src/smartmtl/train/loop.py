@@ -44,6 +44,7 @@ from smartmtl.model.heads import MultitaskModel, build_model, save_model
 from smartmtl.model.inference import evaluate
 from smartmtl.tasks import TASKS, task_loss
 from smartmtl.train import distributed, pcgrad, probe, smart
+from smartmtl.train.probecache import ProbeCache
 from smartmtl.train.hardware import Compute
 from smartmtl.train.progress import Progress
 from smartmtl.train.schedules import build_plan, learning_rate_schedule, tasks_of
@@ -198,8 +199,9 @@ class SingleRun:
     a resumed run must continue from."""
 
     def __init__(self, spec: RunSpec, params: Params, train_data: dict[str, TaskFeatures], compute: Compute,
-                 init: Path | None = None):
+                 init: Path | None = None, probe_cache: ProbeCache | None = None):
         self.specs, self.name, self.compute, self.init = [spec], spec.name, compute, init
+        self.probe_cache = probe_cache
         torch.manual_seed(spec.seed + distributed.rank())  # processes draw their own dropout and SMART noise
         self.model = build_model(spec, params, init).to(compute.device)
         distributed.broadcast_parameters(self.model)
@@ -221,7 +223,7 @@ class SingleRun:
 
     def fit_probe(self, task: str, features: TaskFeatures, rows: list[np.ndarray], batch_size: int, teacher,
                   extra: TaskFeatures | None = None) -> None:
-        _probe_head(self.model, teacher, task, features, rows[0], batch_size, self.compute, extra)
+        _probe_head(self.model, teacher, task, features, rows[0], batch_size, self.compute, extra, self.probe_cache)
 
     def score(self, dev: dict[str, TaskFeatures], batch_size: int) -> list[dict[str, float]]:
         return [evaluate(self.model, dev, batch_size, self.compute.device, self.compute.autocast)[0]]
@@ -238,9 +240,9 @@ class SingleRun:
 
 
 def _probe_head(model, teacher, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, compute,
-                extra: TaskFeatures | None = None) -> None:
+                extra: TaskFeatures | None = None, cache: ProbeCache | None = None) -> None:
     started = time.perf_counter()
-    if probe.fit_head(model, task, features, rows, batch_size, compute.device, compute.autocast, extra):
+    if probe.fit_head(model, task, features, rows, batch_size, compute.device, compute.autocast, extra, cache):
         distributed.broadcast_parameters(model.heads[task])
         if teacher is not None:  # the teacher reads the student's heads: from this step on, the fitted one
             teacher.model.heads[task].load_state_dict(model.heads[task].state_dict())
@@ -460,10 +462,10 @@ def train_runs(runs, params: Params, data: dict[str, dict[str, TaskFeatures]], c
 
 def train(spec: RunSpec, params: Params, data: dict[str, dict[str, TaskFeatures]], compute: Compute, *,
           init: Path | None = None, resume_dir: Path | None = None, log: TrainingLog = TrainingLog(),
-          stop_after_epochs: int | None = None) -> MultitaskModel:
+          stop_after_epochs: int | None = None, probe_cache: ProbeCache | None = None) -> MultitaskModel:
     """Train ``spec`` alone (:func:`train_runs` of a :class:`SingleRun`) and return its model."""
     data = run_data(spec, params, data)
-    runs = SingleRun(spec, params, data["train"], compute, init)
+    runs = SingleRun(spec, params, data["train"], compute, init, probe_cache)
     return train_runs(runs, params, data, compute, resume_dir=resume_dir, logs=[log],
                       stop_after_epochs=stop_after_epochs).models[0]
 

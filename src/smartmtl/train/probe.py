@@ -16,6 +16,10 @@ at the start of its phase for sequential ones (the encoder has moved by then). A
 starting checkpoint already trained is not refitted: a +Pretrain run's QQP head starts as the
 QQP pretraining left it, trained on all its pairs, not as a probe of the few the run sees:
 kept, it scored higher on QQP dev (docs/results.md, "The QQP pretraining's head kept").
+
+Runs that start from one checkpoint and train a task on the same rows fit the same probe: the
+rows are read in index order, whatever the seed's, and the runner keeps each fit for the next run
+that would repeat it (:mod:`smartmtl.train.probecache`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from smartmtl.model.features import TaskFeatures, sorted_batches
 from smartmtl.tasks import TASKS, to_unit
+from smartmtl.train.probecache import ProbeCache, probe_key
 from smartmtl.train.schedules import Plan
 
 logger = logging.getLogger(__name__)
@@ -60,13 +65,17 @@ def first_steps(plan: Plan, trained: Iterable[str] = ()) -> dict[str, int]:
 
 
 def planned_rows(plan: Plan, task: str) -> np.ndarray:
-    """The rows the plan trains ``task`` on, in their first appearance's order, at most PROBE_MAX_ROWS."""
+    """The rows the plan trains ``task`` on, the first PROBE_MAX_ROWS to appear, in index order.
+
+    In index order, not the plan's: the order sets the probe's cross-validation folds, and runs
+    that train the same rows in their own seeds' orders then fit the same probe, which
+    :mod:`smartmtl.train.probecache` fits once for all of them."""
     seen = [batches[task] for epoch in plan for batches in epoch if task in batches]
     if not seen:
         return np.array([], dtype=np.int64)
     rows = np.concatenate(seen)
     _, first = np.unique(rows, return_index=True)
-    return rows[np.sort(first)][:PROBE_MAX_ROWS]
+    return np.sort(rows[np.sort(first)][:PROBE_MAX_ROWS])
 
 
 @torch.no_grad()
@@ -119,11 +128,22 @@ def fit_linear(task: str, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
 
 @torch.no_grad()
 def fitted_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
-                autocast, extra: TaskFeatures | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+                autocast, extra: TaskFeatures | None = None,
+                cache: ProbeCache | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The weight and bias of the probe for ``model.heads[task]`` fitted on ``rows`` and all of
-    ``extra`` (rows only the probe reads), in the head's dtype; None where the head keeps its weights."""
+    ``extra`` (rows only the probe reads), in the head's dtype; None where the head keeps its
+    weights. With a ``cache``, a probe an earlier run fitted on the same inputs is reused."""
     if task not in model.heads:  # the cosine head scores STS with no layer to fit
         return None
+    if cache is not None:
+        key = probe_key(model, task, features, rows, extra, batch_size, device, autocast)
+        reused = cache.load(key)
+        if reused is not None:
+            return reused
+        fitted = fitted_head(model, task, features, rows, batch_size, device, autocast, extra)
+        if fitted is not None:
+            cache.store(key, fitted)
+        return fitted
     inputs = head_inputs(model, task, features, rows, batch_size, device, autocast)
     labels = features.labels[rows].numpy()
     if extra is not None:
@@ -141,9 +161,9 @@ def fitted_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batc
 
 @torch.no_grad()
 def fit_head(model, task: str, features: TaskFeatures, rows: np.ndarray, batch_size: int, device,
-             autocast, extra: TaskFeatures | None = None) -> bool:
+             autocast, extra: TaskFeatures | None = None, cache: ProbeCache | None = None) -> bool:
     """Set ``model.heads[task]`` to :func:`fitted_head`'s probe; False where it kept its weights."""
-    fitted = fitted_head(model, task, features, rows, batch_size, device, autocast, extra)
+    fitted = fitted_head(model, task, features, rows, batch_size, device, autocast, extra, cache)
     if fitted is None:
         return False
     model.heads[task].weight.copy_(fitted[0])

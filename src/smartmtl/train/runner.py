@@ -33,6 +33,7 @@ from smartmtl.model.inference import evaluate
 from smartmtl.train import distributed
 from smartmtl.train.hardware import resolve_compute
 from smartmtl.train.loop import RunHistory, SingleRun, TrainingLog, run_data, train_runs
+from smartmtl.train.probecache import ProbeCache
 from smartmtl.train.schedules import tasks_of
 from smartmtl.variants import PRETRAIN, RunSpec
 
@@ -96,7 +97,7 @@ def run(spec: RunSpec, params: Params, layout: Layout = Layout(), stop_after_epo
     started = time.perf_counter()
     run_log = LiveLog(layout.live_dir(spec.name)) if distributed.is_main_process() else TrainingLog()
     with distributed.process_group():  # left before scoring: rank 0 scores and saves alone
-        runs = SingleRun(spec, params, features["train"], compute, init)
+        runs = SingleRun(spec, params, features["train"], compute, init, ProbeCache(layout.probe_cache))
         trained = train_runs(runs, params, features, compute, resume_dir=layout.resume_dir(spec.name),
                              logs=[run_log], stop_after_epochs=stop_after_epochs)
     train_seconds = time.perf_counter() - started
